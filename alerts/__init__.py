@@ -1,0 +1,1 @@
+"""hashwatch middle layer: rules, the alert engine, and delivery. Never imports Textual."""

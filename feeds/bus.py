@@ -1,0 +1,150 @@
+"""In-process publish/subscribe with bounded, coalescing subscriber queues.
+
+``publish`` is synchronous and never blocks the producer (a feed adapter must not stall
+because the UI is slow). Each subscription has a soft bound: once it holds ``maxsize``
+pending events, further *coalescable* events (price ticks, metric snapshots, feed status:
+see ``events.COALESCABLE``) replace the pending one with the same key instead of growing
+the queue. Everything else (blocks, alert transitions, operator actions) is always queued:
+those are rare and must never be dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Iterable
+
+from feeds.events import COALESCABLE, Event
+
+
+class Subscription:
+    """One consumer's view of the bus. Iterate it, or drain it in batches."""
+
+    def __init__(
+        self, bus: Bus, kinds: tuple[type[Event], ...] | None, maxsize: int, name: str
+    ) -> None:
+        self._bus = bus
+        self.kinds = kinds
+        self.maxsize = maxsize
+        self.name = name
+        self._queue: collections.deque[Event] = collections.deque()
+        # Overflow for coalescable events once the queue is at its bound: newest per key.
+        self._overflow: dict[tuple[type[Event], object], Event] = {}
+        self._waiter: asyncio.Event = asyncio.Event()
+        self.coalesced = 0
+        self.closed = False
+
+    def wants(self, event: Event) -> bool:
+        return self.kinds is None or isinstance(event, self.kinds)
+
+    def _put(self, event: Event) -> None:
+        key_attr = COALESCABLE.get(type(event))
+        if key_attr is not None and len(self._queue) >= self.maxsize:
+            key = (type(event), getattr(event, key_attr))
+            if key in self._overflow:
+                self.coalesced += 1
+            self._overflow[key] = event
+        else:
+            self._queue.append(event)
+        self._waiter.set()
+
+    def pending(self) -> int:
+        return len(self._queue) + len(self._overflow)
+
+    def get_nowait(self, limit: int | None = None) -> list[Event]:
+        """Everything pending (up to ``limit``), oldest first, without waiting."""
+        out: list[Event] = []
+        q = self._queue
+        n = len(q) if limit is None else min(limit, len(q))
+        for _ in range(n):
+            out.append(q.popleft())
+        if self._overflow and (limit is None or len(out) < limit):
+            out.extend(self._overflow.values())
+            self._overflow.clear()
+        if not q and not self._overflow:
+            self._waiter.clear()
+        return out
+
+    async def get_batch(self, limit: int = 1000, timeout: float | None = None) -> list[Event]:
+        """Wait until at least one event is pending (or ``timeout``), then drain up to ``limit``."""
+        if not self.pending():
+            if self.closed:
+                return []
+            try:
+                if timeout is None:
+                    await self._waiter.wait()
+                else:
+                    await asyncio.wait_for(self._waiter.wait(), timeout)
+            except TimeoutError:
+                return []
+        return self.get_nowait(limit)
+
+    async def get(self) -> Event:
+        while True:
+            batch = await self.get_batch(limit=1)
+            if batch:
+                return batch[0]
+            if self.closed:
+                raise StopAsyncIteration
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Event]:
+        while True:
+            batch = await self.get_batch(limit=256)
+            if not batch and self.closed:
+                return
+            for event in batch:
+                yield event
+
+    def close(self) -> None:
+        self.closed = True
+        self._waiter.set()
+        self._bus._unsubscribe(self)
+
+
+class Bus:
+    """Fan-out of events to subscriptions; also remembers the latest event per coalescing key
+    so a late subscriber (the UI opening) can start from current values."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._latest: dict[tuple[type[Event], object], Event] = {}
+        self.published = 0
+
+    def subscribe(
+        self,
+        kinds: Iterable[type[Event]] | None = None,
+        *,
+        maxsize: int = 10_000,
+        name: str = "",
+        replay_latest: bool = False,
+    ) -> Subscription:
+        sub = Subscription(self, tuple(kinds) if kinds is not None else None, maxsize, name)
+        self._subs.append(sub)
+        if replay_latest:
+            for event in self._latest.values():
+                if sub.wants(event):
+                    sub._put(event)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        key_attr = COALESCABLE.get(type(event))
+        if key_attr is not None:
+            self._latest[(type(event), getattr(event, key_attr))] = event
+        for sub in self._subs:
+            if sub.wants(event):
+                sub._put(event)
+
+    def latest(self, kind: type[Event]) -> list[Event]:
+        return [e for (t, _), e in self._latest.items() if t is kind]
+
+    def close(self) -> None:
+        for sub in list(self._subs):
+            sub.close()

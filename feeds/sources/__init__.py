@@ -1,0 +1,1 @@
+"""Upstream adapters: one module and one class per API."""

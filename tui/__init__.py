@@ -1,0 +1,1 @@
+"""hashwatch top layer: the CLI and the Textual dashboard."""
