@@ -1,0 +1,79 @@
+"""Coinbase Exchange websocket ticker (``wss://ws-feed.exchange.coinbase.com``).
+
+Protocol notes (fixtures/PROTOCOLS.md §2): the subscribe must arrive within 5 s of the
+handshake, so it is the first thing sent. ``heartbeat`` (1/s per product) is the liveness
+signal: there is no app-level ping, so silence beyond ``idle_ping_after_s + pong_timeout_s``
+reconnects. Ticker ``sequence`` numbers skip by design (the ticker is a sample of the full
+feed), so a skip is *not* a loss and is not checked. Prices are JSON strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from feeds.events import Event, PriceTick
+from feeds.transport import (
+    BadFrame,
+    UpstreamError,
+    WsAdapter,
+    as_price,
+    load_object,
+    rfc3339_to_epoch,
+)
+
+
+class CoinbaseExchange(WsAdapter):
+    name: ClassVar[str] = "coinbase"
+    default_ws_url: ClassVar[str] = "wss://ws-feed.exchange.coinbase.com"
+    #: no app ping exists; a heartbeat arrives every second, so 5 s of silence is suspect
+    idle_ping_after_s: ClassVar[float | None] = 5.0
+    pong_timeout_s: ClassVar[float] = 5.0
+    max_frame_bytes: ClassVar[int] = 64 * 1024
+    product_id: ClassVar[str] = "BTC-USD"
+
+    def subscribe_frames(self) -> list[str]:
+        return [
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "product_ids": [self.product_id],
+                    "channels": ["ticker", "heartbeat"],
+                }
+            )
+        ]
+
+    def parse(self, frame: str | bytes, received_at: float) -> list[Event]:
+        """One ticker per match::
+
+            {"type":"ticker","sequence":37475248783,"product_id":"BTC-USD","price":"1285.22",
+             "side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401, ...}
+
+        ``heartbeat`` and ``subscriptions`` carry no price; ``error`` raises UpstreamError;
+        unknown types are ignored (the protocol says so).
+        """
+        msg = load_object(frame)
+        kind = msg.get("type")
+        if kind == "ticker":
+            if msg.get("product_id") != self.product_id:
+                return []
+            return [
+                PriceTick(
+                    source=self.name,
+                    price_usd=as_price(msg.get("price")),
+                    time=rfc3339_to_epoch(msg.get("time")),
+                    received_at=received_at,
+                )
+            ]
+        if kind == "heartbeat" or kind == "subscriptions":
+            return []
+        if kind == "error":
+            message = msg.get("message")
+            reason = msg.get("reason")
+            text = str(message) if message is not None else "error"
+            if reason:
+                text = f"{text}: {reason}"
+            raise UpstreamError(text[:200])
+        if type(kind) is not str:
+            raise BadFrame(f"type has type {type(kind).__name__}")
+        return []
