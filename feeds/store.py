@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import sqlite_utils
 
+from feeds.derive import bits_to_target, block_work, difficulty_from_bits
 from feeds.errors import StoreError
 from feeds.events import (
     Block,
@@ -62,35 +63,9 @@ PLACEHOLDER_PREFIX = "import:"
 REF_SOURCE = "ref"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 
-# --------------------------------------------------------------------------------------
-# Compact bits -> target, difficulty, work (exact integer math; DOMAIN.md)
-
-MAX_TARGET = 0xFFFF * 256 ** (0x1D - 3)
-
-
-def target_from_bits(bits: int) -> int:
-    """Decode compact ``bits``; raises ``ValueError`` for a negative or zero target."""
-    if not 0 <= bits <= 0xFFFFFFFF:
-        raise ValueError(f"bits {bits} is not a 32-bit value")
-    exponent = bits >> 24
-    mantissa = bits & 0x007FFFFF
-    if bits & 0x00800000:
-        raise ValueError(f"bits {bits:08x} encode a negative target")
-    target = mantissa * 256 ** (exponent - 3) if exponent >= 3 else mantissa >> (8 * (3 - exponent))
-    if target <= 0:
-        raise ValueError(f"bits {bits:08x} encode a zero target")
-    if target >= 2**256:
-        raise ValueError(f"bits {bits:08x} encode a target above 2**256")
-    return target
-
-
-def difficulty_from_bits(bits: int) -> float:
-    return MAX_TARGET / target_from_bits(bits)
-
-
-def work_from_bits(bits: int) -> int:
-    """Expected hashes for one block: ``floor(2**256 / (target + 1))``."""
-    return 2**256 // (target_from_bits(bits) + 1)
+# Exact compact-bits math lives in feeds.derive; re-exported for the importer.
+target_from_bits = bits_to_target
+work_from_bits = block_work
 
 
 def work_hex(work: int) -> str:
@@ -854,10 +829,11 @@ class Store:
         )
         return [Candle(*r) for r in rows]
 
-    def latest_prices(self) -> dict[str, PriceTick]:
-        """The newest stored tick of each exchange source (not the ``'ref'`` series)."""
+    def latest_prices(self) -> list[PriceTick]:
+        """The newest stored tick of each exchange source (not the ``'ref'`` series),
+        ordered by source."""
         conn = self._reader()
-        out: dict[str, PriceTick] = {}
+        out: list[PriceTick] = []
         for source in self._tick_sources(conn):
             if source == REF_SOURCE:
                 continue
@@ -867,8 +843,10 @@ class Store:
                 (source,),
             ).fetchone()
             if row is not None:
-                out[source] = PriceTick(
-                    source=source, price_usd=row[1], time=row[0], received_at=row[2] or row[0]
+                out.append(
+                    PriceTick(
+                        source=source, price_usd=row[1], time=row[0], received_at=row[2] or row[0]
+                    )
                 )
         return out
 
