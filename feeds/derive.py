@@ -566,6 +566,8 @@ def ribbon_events(daily: Sequence[tuple[int, float]]) -> list[RibbonEvent]:
         s60 = math.fsum(values[i - 59 : i + 1]) / 60
         if s60 == 0:
             continue
+        if s30 == s60 and below is not None:
+            continue  # touching is not crossing: keep the side we were on
         now_below = s30 < s60
         if below is not None and now_below != below:
             kind = "capitulation" if now_below else "recovery"
