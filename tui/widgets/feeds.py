@@ -1,0 +1,57 @@
+"""Feeds footer: each source's state, last message age and reconnects (+ backfill progress)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+
+from feeds.events import BackfillProgress, FeedState, FeedStatus
+from tui import format as fmt
+from tui.widgets.panel import Panel
+
+#: state words carry the meaning without colour; the symbol is a glance aid
+STATE_LOOK = {
+    FeedState.LIVE: ("●", "green"),
+    FeedState.CONNECTING: ("◌", "yellow"),
+    FeedState.STALE: ("◐", "yellow"),
+    FeedState.BACKING_OFF: ("○", "red"),
+    FeedState.DOWN: ("✕", "bold red"),
+    FeedState.DISABLED: ("-", "dim"),
+}
+
+
+class FeedsFooter(Panel):
+    TITLE = ""
+
+    DEFAULT_CSS = """
+    FeedsFooter { height: auto; max-height: 2; border-top: none; padding: 0 1; background: $boost; }
+    """
+
+    statuses: reactive[dict[str, FeedStatus]] = reactive(dict)
+    backfill: reactive[dict[str, BackfillProgress]] = reactive(dict)
+
+    def render(self) -> Text:
+        out = Text("feeds ", style="bold")
+        if not self.statuses:
+            out.append("starting…", style="dim")
+        for i, (name, s) in enumerate(sorted(self.statuses.items())):
+            sym, style = STATE_LOOK.get(s.state, ("?", ""))
+            if i:
+                out.append("  ")
+            out.append(f"{sym} {name}", style=style)
+            # Narrow: only trouble gets a word (the symbol marks live), so one line fits 80.
+            narrow = self.screen.has_class("-narrow")
+            if s.state is not FeedState.LIVE:
+                out.append(f" {s.state.value.upper()}", style=style)
+            elif not narrow:
+                out.append(f" {s.state.value}", style=style)
+            if s.last_message_at is not None:
+                out.append(f" {fmt.age(self.now - s.last_message_at)}")
+            if s.reconnects:
+                out.append(f" r{s.reconnects}", style="dim")
+            if s.state is not FeedState.LIVE and s.last_error and not narrow:
+                out.append(f" ({s.last_error[:40]})", style="dim")
+        for b in self.backfill.values():
+            if b.total and b.done < b.total:
+                out.append(f"  backfill {b.what} {b.done:,}/{b.total:,}", style="italic")
+        return out

@@ -1,0 +1,93 @@
+"""Price panel: reference price, each source with its age, 24 h change, a sparkline."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.reactive import reactive
+
+from feeds.events import MetricsSnapshot, PriceTick
+from tui import format as fmt
+from tui.widgets.panel import Panel
+
+
+class PricePanel(Panel):
+    TITLE = "Price BTC/USD"
+
+    #: newest tick per source (ages tick from ``received_at`` against ``now``)
+    ticks: reactive[dict[str, PriceTick]] = reactive(dict)
+    #: reference prices of the last 24 h, one per minute, oldest first (from the store)
+    points: reactive[tuple[float, ...]] = reactive(tuple)
+    #: reference price about 24 h ago (None until a day of history exists)
+    price_24h_ago: reactive[float | None] = reactive(None)
+    #: a source whose last tick is older than this is marked stale (config feeds.price_fresh_after)
+    fresh_after: float = 60.0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # Live tail appended per minute from snapshots, so the sparkline moves without a read.
+        self._tail: dict[int, float] = {}
+
+    def watch_points(self) -> None:
+        self._tail.clear()
+
+    def watch_snapshot(self, snap: MetricsSnapshot | None) -> None:
+        price = None if snap is None else snap.values.get("price_usd")
+        if snap is not None and price is not None:
+            self._tail[int(snap.at // 60)] = price
+            if len(self._tail) > 24 * 60:
+                self._tail.pop(next(iter(self._tail)))
+
+    def change_24h(self) -> float | None:
+        price, then = self.metric("price_usd"), self.price_24h_ago
+        if price is None or not then:
+            return None
+        return (price / then - 1.0) * 100.0
+
+    def _sources(self) -> Text:
+        out = Text()
+        for i, (name, tick) in enumerate(sorted(self.ticks.items())):
+            age = max(0.0, self.now - tick.received_at)
+            if i:
+                out.append(" · ", style="dim")
+            stale = age > self.fresh_after
+            out.append(name, style="dim" if stale else "bold")
+            if not self.narrow:
+                out.append(f" {fmt.usd(tick.price_usd)}")
+            out.append(f" {fmt.age(age)}", style="dim" if stale else "")
+            if stale:
+                out.append(" stale", style="dim italic")
+        if not self.ticks:
+            out.append("no price source yet", style="dim")
+        return out
+
+    def render(self) -> Group:
+        change = self.change_24h()
+        head = Text.assemble(
+            self.mtext("price_usd", lambda v: fmt.usd(v), style="bold"),
+            "  24h ",
+            fmt.value_text(fmt.pct(change), style=fmt.signed_style(change)),
+            "  age ",
+            self.mtext("price_age_s", fmt.age),
+        )
+        live = self.metric("price_feeds_live")
+        if live is not None and not self.narrow:
+            head.append(f"  {int(live)} live", style="dim")
+        width = max(8, self.content_size.width - 4)
+        series = list(self.points) + list(self._tail.values())
+        sources = self._sources()
+        if self.compact:
+            spark = fmt.sparkline(series, width)
+            chart = Text.assemble(("24h ", "dim"), spark or ("no history yet", "dim"))
+            return Group(head, chart, sources)
+        # Roomy layout: the chart fills what the head and the sources leave.
+        source_lines = len(sources.wrap(self.app.console, max(1, self.content_size.width)))
+        height = max(1, self.content_size.height - 1 - source_lines)
+        lines = fmt.chart(series, width, height)
+        if not lines:
+            return Group(head, sources, Text("24h: no history yet", style="dim"))
+        rows = [
+            Text.assemble(("24h " if i == len(lines) - 1 else "    ", "dim"), line)
+            for i, line in enumerate(lines)
+        ]
+        return Group(head, sources, *rows)
