@@ -55,6 +55,17 @@ class BacktestEvent:
         return None
 
 
+def _series(store: Any, metric: str, since: float, until: float) -> list[tuple[float, float]]:
+    """Stored samples of ``metric`` in ``[since, until]`` from whatever ``store`` is."""
+    if hasattr(store, "metric_series"):  # feeds.store.Store (also read-only ones)
+        return [
+            (float(m), float(v))
+            for m, v in store.metric_series(metric, since)
+            if m <= until and v is not None
+        ]
+    return read_series(_connection(store), metric, since, until)
+
+
 def _connection(store: Any) -> sqlite3.Connection:
     """A sqlite3 connection from a Store, a sqlite-utils Database, a connection or a path."""
     if isinstance(store, sqlite3.Connection):
@@ -179,7 +190,6 @@ def backtest(
     the transitions into ``include_states`` (pending/no-data/inactive are noise in a report),
     ordered by time.
     """
-    conn = _connection(store)
     start = minute_of(now - since_s)
     last_closed = minute_of(now) - 60.0
     keep = set(include_states)
@@ -189,7 +199,7 @@ def backtest(
         warmup = float(rule.window_s or 0.0) + WINDOW_GRACE_S if rule.needs_window else 0.0
         key = (rule.metric, warmup)
         if key not in series_cache:
-            rows = read_series(conn, rule.metric, start - warmup, last_closed)
+            rows = _series(store, rule.metric, start - warmup, last_closed)
             series_cache[key] = ([r[0] for r in rows], [r[1] for r in rows])
         times, values = series_cache[key]
         events.extend(e for e in backtest_rule(rule, times, values, start) if e.state in keep)

@@ -119,6 +119,16 @@ class WindowSet:
             if m == metric:
                 w.push(t, value)
 
+    def reset(self, metric: str, span: float) -> None:
+        key = (metric, float(span))
+        if key in self._windows:
+            self._windows[key] = MetricWindow(span)
+
+    def push_one(self, metric: str, span: float, t: float, value: float | None) -> None:
+        w = self._windows.get((metric, float(span)))
+        if w is not None:
+            w.push(t, value)
+
     def push_values(self, t: float, values: dict[str, float | None]) -> None:
         for (m, _), w in self._windows.items():
             if m in values:
