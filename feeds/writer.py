@@ -33,6 +33,7 @@ BATCH_MAX_EVENTS = 1000
 BATCH_MAX_DELAY_S = 0.25
 PRUNE_INTERVAL_S = 300.0
 CLOSE_TIMEOUT_S = 2.0
+IDLE_WAKE_S = 5.0
 
 
 def default_retry_delays() -> Iterator[float]:
@@ -153,13 +154,16 @@ class Writer:
                 self.dropped += 1
                 log.error("store: dropped unstorable %s event: %s", event.kind, one_exc)
 
+    def _prune_due(self) -> bool:
+        return (
+            self.retention_s is not None
+            and time.monotonic() - self._last_prune >= self.prune_interval_s
+        )
+
     def _maybe_prune(self, force: bool = False) -> None:
-        if self.retention_s is None:
+        if self.retention_s is None or not (force or self._prune_due()):
             return
-        mono = time.monotonic()
-        if not force and mono - self._last_prune < self.prune_interval_s:
-            return
-        self._last_prune = mono
+        self._last_prune = time.monotonic()
         now = self.clock()
         retention = self.retention_s
         try:
@@ -209,6 +213,25 @@ class Writer:
             batch.extend(self._sub.get_nowait())
         return batch
 
+    async def _wait_batch(self, sub: Subscription, limit: int, wait_s: float) -> list[Event]:
+        """``sub.get_batch`` that also returns at once when ``close()`` is called."""
+        getter = asyncio.ensure_future(sub.get_batch(limit=limit, timeout=wait_s))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            stopper.cancel()
+            if getter.done() and not getter.cancelled():
+                self._buf.extend(getter.result())  # already off the bus: close() writes it
+            else:
+                getter.cancel()
+            raise
+        stopper.cancel()
+        if getter.done():
+            return getter.result()
+        getter.cancel()  # nothing was taken from the bus yet
+        return []
+
     async def run(self, subscription: Subscription) -> None:
         """Write everything the subscription delivers until it is closed, ``close()`` is
         called, or the task is cancelled (then ``close()`` writes what was left)."""
@@ -222,10 +245,12 @@ class Writer:
             deadline = 0.0
             while not self._stop.is_set():
                 room = self.batch_max_events - len(self._buf)
-                timeout = (
-                    self.batch_max_delay_s if not self._buf else max(0.0, deadline - loop.time())
-                )
-                got = await subscription.get_batch(limit=room, timeout=timeout)
+                # Idle: nothing to flush, so wake rarely (close() and new events wake us).
+                wait_s = IDLE_WAKE_S if not self._buf else max(0.0, deadline - loop.time())
+                if subscription.pending():
+                    got = subscription.get_nowait(room)  # busy: no waiting, no tasks
+                else:
+                    got = await self._wait_batch(subscription, room, wait_s)
                 if got:
                     if not self._buf:
                         deadline = loop.time() + self.batch_max_delay_s
@@ -236,7 +261,7 @@ class Writer:
                 ):
                     batch, self._buf = self._buf, []
                     await self._write(batch)
-                elif not self._buf and self.retention_s is not None:
+                elif not self._buf and self._prune_due():
                     await self._submit(self._maybe_prune)
                 if ended and not self._buf:
                     break
