@@ -396,25 +396,27 @@ class ChainState:
                 return  # waiting for the branch's missing ancestors
 
     def _resurrect(self, block_hash: str | None) -> bool:
-        """Re-apply recently orphaned blocks if ``block_hash`` links back to the tip."""
-        tip = self.tip
-        if tip is None or block_hash is None:
+        """Restore recently orphaned blocks if ``block_hash`` leads back to the held chain.
+
+        Walks the orphans down from ``block_hash`` to a block whose parent is held (the fork
+        point), rewinds to it and re-applies the orphaned branch.
+        """
+        if block_hash is None or not len(self):
             return False
-        chain: list[tuple[Block, float]] = []
-        h = block_hash
-        while h in self._orphans and len(chain) <= self.max_orphans:
+        branch: list[tuple[Block, float]] = []
+        h: str | None = block_hash
+        while h is not None and h in self._orphans and len(branch) <= self.max_orphans:
             b, seen = self._orphans[h]
-            chain.append((b, seen))
-            if b.prev_hash == tip.hash and b.height == tip.height + 1:
-                for ob, oseen in reversed(chain):
-                    del self._orphans[ob.hash]
-                    self._pending.pop(ob.height, None)
+            branch.append((b, seen))
+            parent = b.prev_hash
+            if parent is not None and self._by_hash.get(parent) == b.height - 1:
+                self._rewind_to(b.height - 1)
+                self.reorgs += 1
+                for ob, oseen in reversed(branch):
+                    self._orphans.pop(ob.hash, None)
                     self._append(ob, oseen)
-                    self.reorgs += 1
                 return True
-            if b.prev_hash is None:
-                break
-            h = b.prev_hash
+            h = parent
         return False
 
     def _append(self, block: Block, seen: float) -> None:

@@ -79,7 +79,8 @@ def branch(chain: list[Block], fork_height: int, n: int, tag: str, dt: int = 0) 
     out: list[Block] = []
     prev = by_h[fork_height].hash
     for h in range(fork_height + 1, fork_height + 1 + n):
-        src = by_h.get(h) or by_h[max(by_h)]
+        top = by_h[max(by_h)]
+        src = by_h.get(h) or replace(top, time=top.time + 600 * (h - top.height))
         b = replace(src, height=h, hash=hash_of(h, tag), prev_hash=prev, time=src.time + dt)
         out.append(b)
         prev = b.hash
