@@ -284,7 +284,7 @@ class RuleConfig:
 
 
 def _rule_problem(rule: RuleConfig, known: tuple[str, ...]) -> tuple[str, str] | None:
-    """(key, problem) for the first cross-field problem of a rule, or None."""
+    """(key, problem) for the first cross-field problem of a rule, or None ("" = the rule)."""
     if not _RULE_NAME_RE.match(rule.name):
         return "name", f"{rule.name!r} must be letters, digits, '-', '_' or '.' (no spaces)"
     if rule.metric not in known:
@@ -302,7 +302,7 @@ def _rule_problem(rule: RuleConfig, known: tuple[str, ...]) -> tuple[str, str] |
         if present
     ]
     if not conds:
-        return "name", (
+        return "", (
             "rule has no condition: set one of above, below (both for a band), "
             "drop_pct or change_pct"
         )
@@ -381,7 +381,7 @@ def validate_rule(rule: RuleConfig, path: str, ctx: LoadContext) -> None:
     problem = _rule_problem(rule, rule_metric_names())
     if problem:
         key, text = problem
-        raise ctx.error(f"{path}.{key}", text)
+        raise ctx.error(f"{path}.{key}" if key else path, text)
 
 
 def parse_rules(raw: Any, ctx: LoadContext) -> tuple[RuleConfig, ...]:

@@ -235,6 +235,10 @@ class LoadContext:
         while probe:
             if probe in self._lines:
                 return self._lines[probe]
+            # "economic" only appears inside headers such as [economic.fleet]: first such line.
+            inner = [n for k, n in self._lines.items() if k.startswith((probe + ".", probe + "["))]
+            if inner:
+                return min(inner)
             cut = max(probe.rfind("."), probe.rfind("["))
             if cut <= 0:
                 break

@@ -327,3 +327,51 @@ def config_permission_warning(path: str | os.PathLike[str]) -> str | None:
         f"with a password or token; run `chmod 600 {p}` or put the secret in an environment "
         "variable and write ${VAR} in the file"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Reference for the README
+
+
+def _default_text(f: dataclasses.Field[Any], value: Any) -> str:
+    if f.metadata.get("required"):
+        return "(required)"
+    if f.metadata.get("duration"):
+        return '`""`' if value is None else f'`"{format_duration(value)}"`'
+    if value is None:
+        return "(not set)"
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        return "(none)"
+    if isinstance(value, tuple) and not value:
+        return "(none)"
+    return f"`{_toml_value(value)}`"
+
+
+def config_keys_markdown() -> str:
+    """A Markdown table of every key (section, key, default, meaning), generated from the
+    dataclasses so the README can carry the same reference as ``config.toml``."""
+    from alerts.settings import NotifyTarget  # the element type of notify.targets
+
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def table(obj: Any, prefix: str) -> None:
+        nested: list[tuple[str, Any]] = []
+        for f in dataclasses.fields(obj):
+            key = f"{prefix}.{toml_key(f)}"
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((key, value))
+                continue
+            doc = str(f.metadata.get("doc", "")).replace("|", "\\|")
+            rows.append(f"| `{key}` | {_default_text(f, value)} | {doc} |")
+        for key, value in nested:
+            table(value, key)
+
+    defaults = Config()
+    for name in SECTIONS:
+        table(getattr(defaults, name), name)
+    table(NotifyTarget(), "[[notify.targets]]")
+    table(RuleConfig(), "[[rules]]")
+    rows = [r.replace("`[[notify.targets]].", "`[[notify.targets]]` `") for r in rows]
+    rows = [r.replace("`[[rules]].", "`[[rules]]` `") for r in rows]
+    return "\n".join(rows) + "\n"
