@@ -35,10 +35,16 @@ class BlockStore:
     def __init__(self, bus: Bus) -> None:
         self.sub: Subscription = bus.subscribe(maxsize=1_000_000, name="test-store")
         self.by_hash: dict[str, Block] = {}
-        self.active: dict[int, str] = {}
+        self._active: dict[int, str] = {}
         self.orphaned: set[str] = set()
         self.events: list[Event] = []
         self.block_events: list[Block] = []
+
+    @property
+    def active(self) -> dict[int, str]:
+        """height -> hash of the non-orphaned chain, after applying everything published."""
+        self.drain()
+        return self._active
 
     def drain(self) -> list[Event]:
         new = self.sub.get_nowait()
@@ -52,21 +58,26 @@ class BlockStore:
     def _insert(self, b: Block) -> None:
         if b.hash in self.by_hash and b.hash not in self.orphaned:
             return
-        held = self.active.get(b.height)
+        active = self._active
+        held = active.get(b.height)
         if held is not None and held != b.hash:
-            for h in [h for h in self.active if h >= b.height]:
-                self.orphaned.add(self.active.pop(h))
+            for h in [h for h in active if h >= b.height]:
+                self.orphaned.add(active.pop(h))
         self.by_hash[b.hash] = b
         self.orphaned.discard(b.hash)
-        self.active[b.height] = b.hash
+        active[b.height] = b.hash
+
+    def forget(self, height: int) -> None:
+        """Punch a hole (as if that row had never been written)."""
+        self.by_hash.pop(self.active.pop(height))
 
     def tip(self) -> int | None:
-        self.drain()
-        return max(self.active) if self.active else None
+        active = self.active
+        return max(active) if active else None
 
     def missing_heights(self, lo: int, hi: int) -> list[int]:
-        self.drain()
-        return [h for h in range(lo, hi + 1) if h not in self.active]
+        active = self.active
+        return [h for h in range(lo, hi + 1) if h not in active]
 
     def close(self) -> None:
         self.sub.close()
