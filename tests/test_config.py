@@ -577,6 +577,7 @@ def test_lookup_precedence(tmp_path: Path) -> None:
     env = env_for(tmp_path, HASHWATCH_CONFIG=str(from_env))
     cfg = load_config(explicit, env=env)
     assert (cfg.ui.theme, cfg.path, cfg.origin) == ("light", str(explicit), "--config")
+    assert cfg.source_path == cfg.path
     cfg = load_config(env=env)
     assert (cfg.ui.theme, cfg.origin) == ("dark", "$HASHWATCH_CONFIG")
     assert cfg.provenance["ui.theme"] == str(from_env)

@@ -102,6 +102,11 @@ class Config:
         default_factory=lambda: MappingProxyType({}), compare=False, repr=False
     )
 
+    @property
+    def source_path(self) -> str | None:
+        """Alias of :attr:`path` (the file read, or None)."""
+        return self.path
+
 
 def resolve_config_path(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
