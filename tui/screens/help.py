@@ -34,13 +34,13 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[tuple[str, str]]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._keys = bindings
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, show_header=False, padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
-        for key, desc in self._bindings:
+        for key, desc in self._keys:
             table.add_row(key, desc)
         table.add_row("↑ ↓", "select an alert (Alerts panel)")
         table.add_row("ctrl+p", "command palette: every action by name")

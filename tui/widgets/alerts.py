@@ -107,13 +107,20 @@ class AlertsPanel(Panel, can_focus=True):
             t.append(f" {r.severity[:4]:<4} ", style=SEVERITY_STYLE.get(r.severity, ""))
             t.append(r.rule, style="bold")
             t.append(f" {fmt.duration(self.now - r.since)}")
-            if r.value is not None and not self.narrow:
-                t.append(f" = {r.value:,.4g}", style="dim")
-            t.append(self._silence_text(r), style="italic")
-            if not self.narrow and r.message:
-                t.append(f"  {r.message}", style="dim")
             t.no_wrap, t.overflow = True, "ellipsis"
             lines.append(t)
+            # Second line: the silence (always) and, when there is room, message and value.
+            detail = Text("    ")
+            silence = self._silence_text(r)
+            if silence:
+                detail.append(silence.strip(), style="italic")
+            if not self.compact and r.message:
+                detail.append(("  " if silence else "") + r.message, style="dim")
+                if r.value is not None:
+                    detail.append(f" (now {r.value:,.4g})", style="dim")
+            if detail.plain.strip():
+                detail.no_wrap, detail.overflow = True, "ellipsis"
+                lines.append(detail)
         if not rows:
             lines.append(Text("  nothing firing or pending", style="dim"))
         if self.history:

@@ -44,22 +44,29 @@ class PricePanel(Panel):
             return None
         return (price / then - 1.0) * 100.0
 
-    def _sources(self) -> Text:
-        out = Text()
-        for i, (name, tick) in enumerate(sorted(self.ticks.items())):
+    def _sources(self) -> list[Text]:
+        """One entry per source, packed into lines so an entry never splits across lines."""
+        entries = []
+        for name, tick in sorted(self.ticks.items()):
             age = max(0.0, self.now - tick.received_at)
-            if i:
-                out.append(" · ", style="dim")
             stale = age > self.fresh_after
-            out.append(name, style="dim" if stale else "bold")
+            e = Text(name, style="dim" if stale else "bold")
             if not self.narrow:
-                out.append(f" {fmt.usd(tick.price_usd)}")
-            out.append(f" {fmt.age(age)}", style="dim" if stale else "")
+                e.append(f" {fmt.usd(tick.price_usd)}")
+            e.append(f" {fmt.age(age)}", style="dim" if stale else "")
             if stale:
-                out.append(" stale", style="dim italic")
-        if not self.ticks:
-            out.append("no price source yet", style="dim")
-        return out
+                e.append(" stale", style="dim italic")
+            entries.append(e)
+        if not entries:
+            return [Text("no price source yet", style="dim")]
+        width = max(10, self.content_size.width)
+        lines = [entries[0]]
+        for e in entries[1:]:
+            if len(lines[-1]) + 3 + len(e) <= width:
+                lines[-1] = Text.assemble(lines[-1], (" · ", "dim"), e)
+            else:
+                lines.append(e)
+        return lines
 
     def render(self) -> Group:
         change = self.change_24h()
@@ -79,15 +86,14 @@ class PricePanel(Panel):
         if self.compact:
             spark = fmt.sparkline(series, width)
             chart = Text.assemble(("24h ", "dim"), spark or ("no history yet", "dim"))
-            return Group(head, chart, sources)
+            return Group(head, chart, *sources)
         # Roomy layout: the chart fills what the head and the sources leave.
-        source_lines = len(sources.wrap(self.app.console, max(1, self.content_size.width)))
-        height = max(1, self.content_size.height - 1 - source_lines)
+        height = max(1, self.content_size.height - 1 - len(sources))
         lines = fmt.chart(series, width, height)
         if not lines:
-            return Group(head, sources, Text("24h: no history yet", style="dim"))
+            return Group(head, *sources, Text("24h: no history yet", style="dim"))
         rows = [
             Text.assemble(("24h " if i == len(lines) - 1 else "    ", "dim"), line)
             for i, line in enumerate(lines)
         ]
-        return Group(head, sources, *rows)
+        return Group(head, *sources, *rows)
