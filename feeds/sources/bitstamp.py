@@ -54,9 +54,9 @@ class Bitstamp(WsAdapter):
     def parse(self, frame: str | bytes, received_at: float) -> list[Event]:
         """A trade::
 
-            {"event":"trade","channel":"live_trades_btcusd","data":{"id":104007706,
-             "price":9334.73,"price_str":"9334.73","timestamp":"1580336751",
-             "microtimestamp":"1580336751488517","type":1, ...}}
+        {"event":"trade","channel":"live_trades_btcusd","data":{"id":104007706,
+         "price":9334.73,"price_str":"9334.73","timestamp":"1580336751",
+         "microtimestamp":"1580336751488517","type":1, ...}}
         """
         msg = load_object(frame)
         event = msg.get("event")
