@@ -201,7 +201,9 @@ class RuleConfig:
     )
     message: str = setting(
         "",
-        doc="Optional template. Placeholders: {value} (the metric's value; for drop_pct and "
+        expand_env=False,
+        doc="Optional template (not ${ENV}-expanded: ${value} is a dollar sign and a value). "
+        "Placeholders: {value} (the metric's value; for drop_pct and "
         "change_pct the percent drop/change over the window), {threshold}, {clear}, {name}, "
         "{metric}, {severity}, {window} and any metric name, e.g. {hashprice:.1f}.",
     )

@@ -7,7 +7,8 @@ sample ``config.toml``, the README and ``--show-config`` can be checked against 
 The generic loader (:func:`build_section`) is strict: unknown keys are errors with a
 "did you mean" suggestion, types are checked (an int is accepted where a float is expected,
 never a bool), durations are strings like ``30s`` / ``15m`` / ``2h`` / ``7d``, ranges are
-checked, and ``${VAR}`` in any string value is expanded from the environment. Errors are
+checked, and ``${VAR}`` in any string value (except rule message templates) is expanded from the
+environment. Errors are
 :class:`~feeds.errors.ConfigError` naming the file, the dotted key (``rules[2].for``) and the
 line when it can be found. Values that came from the environment are never echoed in errors
 (they are where secrets live).
@@ -84,6 +85,7 @@ def setting(
     secret: bool = False,
     nonempty: bool = False,
     hint: str | None = None,
+    expand_env: bool = True,
 ) -> Any:
     """Declare a config field: its default, its documentation and its validation.
 
@@ -91,7 +93,8 @@ def setting(
     ``duration`` fields are written as duration strings and hold seconds; with
     ``optional_duration`` an empty string (or absence, if the default is None) means "off".
     ``secret`` values are never echoed (errors, ``--show-config``). ``hint`` is appended to
-    out-of-range errors.
+    out-of-range errors. ``expand_env=False`` keeps ``${...}`` literal (message templates,
+    where ``${value}`` is a dollar sign and a placeholder).
     """
     metadata = {
         "doc": doc,
@@ -108,6 +111,7 @@ def setting(
         "secret": secret,
         "nonempty": nonempty,
         "hint": hint,
+        "expand_env": expand_env,
     }
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
@@ -403,7 +407,7 @@ def coerce_value(
             items.append(build_section(inner, item, f"{path}[{i}]", ctx))
         return tuple(items)
 
-    if isinstance(raw, str):
+    if isinstance(raw, str) and md.get("expand_env", True):
         raw = ctx.expand(raw, path)
     secret = md.get("secret") or path in ctx.from_env
     tp, _optional = _strip_optional(tp)

@@ -529,6 +529,11 @@ def test_env_expansion_in_any_string(tmp_path: Path) -> None:
     assert "$SLACK_A, $SLACK_B, $SLACK_C" in cfg.provenance["notify.targets[1].url"]
 
 
+def test_rule_messages_are_not_env_expanded(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, RULE + 'message = "hashprice ${hashprice} below ${threshold}"\n')
+    assert cfg.rules[0].message == "hashprice ${hashprice} below ${threshold}"
+
+
 def test_unset_variable_names_variable_and_key(tmp_path: Path) -> None:
     message = load_error(tmp_path, '\n[[notify.targets]]\nurl = "slack://${SLACK_HOOK}"\n')
     assert "${SLACK_HOOK} is not set" in message
