@@ -592,3 +592,17 @@ def expected_block_interval_s(difficulty: float, hashrate_hs: float) -> float:
 def block_gap_probability(gap_s: float, tau_s: float) -> float:
     """Chance of no block for ``gap_s`` seconds: ``exp(-s / tau)`` (2 h at 600 s ~ 1/163k)."""
     return math.exp(-max(gap_s, 0.0) / tau_s)
+
+
+def block_gap_explanation(probability: float, block_feed_live: bool) -> str:
+    """DOMAIN.md "say which": is a long gap luck, a dead feed or a real hashrate loss?
+
+    Below 1% luck is an unlikely story, so the feed's own health decides between the other
+    two (a live feed whose tip a REST check agrees with is reporting a real gap).
+    """
+    if probability >= 0.01:
+        return "within ordinary luck"
+    odds = f"1 in {1 / probability:,.0f}" if probability > 0 else "essentially impossible"
+    if not block_feed_live:
+        return f"block feed is not live: likely a dead feed, not the network ({odds} by luck)"
+    return f"feed is live: a real hashrate loss is more likely than luck ({odds})"

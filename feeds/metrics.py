@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterable
 
 from feeds import derive
 from feeds.chain import ChainState
-from feeds.events import Block, DailyPoint, FeedStatus, MetricsSnapshot, PriceTick
+from feeds.events import (
+    Block,
+    DailyPoint,
+    DifficultyAdjustment,
+    Event,
+    FeedStatus,
+    MetricsSnapshot,
+    PriceTick,
+)
 from feeds.pricing import ReferencePrice
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,8 @@ class MetricsEngine:
         #: day -> hashrate (H/s) from REST history, used where the chain has no closed day
         self._daily: dict[int, float] = {}
         self._last_message: dict[str, float] = {}
+        #: mempool's own estimate: fallback for the last retarget when h0-1 is not held
+        self._da: DifficultyAdjustment | None = None
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -121,6 +131,23 @@ class MetricsEngine:
                 for d in sorted(self._daily)[: len(self._daily) - _DAILY_KEEP]:
                     del self._daily[d]
         self._touch(point.source, point.received_at)
+
+    def on_difficulty_adjustment(self, da: DifficultyAdjustment) -> None:
+        self._da = da
+        self._touch(da.source, da.received_at)
+
+    def on_event(self, event: Event) -> None:
+        """Dispatch any bus event to its handler (others are ignored)."""
+        if isinstance(event, Block):
+            self.on_block(event)
+        elif isinstance(event, PriceTick):
+            self.on_price(event)
+        elif isinstance(event, DailyPoint):
+            self.on_daily(event)
+        elif isinstance(event, FeedStatus):
+            self.on_feed_status(event)
+        elif isinstance(event, DifficultyAdjustment):
+            self.on_difficulty_adjustment(event)
 
     def on_feed_status(self, status: FeedStatus) -> None:
         if status.last_message_at is not None:
@@ -206,6 +233,15 @@ class MetricsEngine:
                     difficulty_projected_band_pct=proj.band_pct,
                     retarget_eta=proj.eta,
                 )
+        da = self._da
+        if (
+            v["difficulty_change_pct"] is None
+            and da is not None
+            and da.next_retarget_height == v["retarget_height"]
+        ):
+            # Too little history held to see the last retarget: mempool's figure for the
+            # same epoch is the same consensus fact.
+            v["difficulty_change_pct"] = da.previous_retarget_pct
         for name, n in derive.HASHRATE_WINDOWS.items():
             v[name] = chain.hashrate(n)
 

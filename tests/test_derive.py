@@ -13,15 +13,10 @@ import support_metrics as sm
 from feeds import derive
 
 MEMPOOL = Path(__file__).parent / "fixtures" / "mempool"
-SHARED_MEMPOOL = Path("/work/shared/fixtures/mempool")
 
 
 def _vectors(name: str) -> dict:
-    for base in (MEMPOOL, SHARED_MEMPOOL):
-        p = base / name
-        if p.exists():
-            return json.loads(p.read_text())
-    pytest.skip(f"{name} not available")
+    return json.loads((MEMPOOL / name).read_text())
 
 
 # --- bits, difficulty, work ----------------------------------------------------------------
@@ -298,3 +293,12 @@ def test_mempool_calc_bits_difference_vectors():
     first, _, nxt = next(iter(_epochs()))
     exact = derive.difficulty_change_pct(first.difficulty, nxt.difficulty)
     assert derive.calc_bits_difference(first.bits, nxt.bits) == pytest.approx(exact, rel=1e-9)
+
+
+def test_block_gap_explanation_says_which():
+    assert derive.block_gap_explanation(0.2, True) == "within ordinary luck"
+    p = derive.block_gap_probability(7200, 600)
+    dead = derive.block_gap_explanation(p, False)
+    live = derive.block_gap_explanation(p, True)
+    assert "dead feed" in dead and "1 in 162,755" in dead
+    assert "hashrate loss" in live

@@ -12,7 +12,14 @@ import pytest
 import support_metrics as sm
 
 from feeds import derive
-from feeds.events import Block, DailyPoint, FeedState, FeedStatus, PriceTick
+from feeds.events import (
+    Block,
+    DailyPoint,
+    DifficultyAdjustment,
+    FeedState,
+    FeedStatus,
+    PriceTick,
+)
 from feeds.metrics import METRIC_NAMES, PRICE_DERIVED, MetricsEngine
 
 DOMAIN_MD = Path("/work/shared/DOMAIN.md")
@@ -234,3 +241,27 @@ def test_chain_days_feed_the_ribbon_series():
     assert all(b[0] - a[0] == 86_400 for a, b in itertools.pairwise(series))
     assert e.snapshot().values["hash_ribbon_30_60"] is None  # a month is not 60 days
     assert e.snapshot().values["hashrate_peak_30d"] == max(v for _, v in series[-30:])
+
+
+def test_last_retarget_falls_back_to_mempools_figure_for_the_same_epoch():
+    e, clock = engine()
+    e.on_blocks(sm.blocks()[-300:])  # history starts after the retarget at 941,472
+    assert e.snapshot().values["difficulty_change_pct"] is None
+    da = DifficultyAdjustment(
+        source="mempool",
+        progress_pct=36.0,
+        difficulty_change_pct=2.1,
+        estimated_retarget_time=clock.t + 1e5,
+        remaining_blocks=1289,
+        next_retarget_height=943_488,
+        previous_retarget_pct=-7.76,
+        received_at=clock.t,
+    )
+    e.on_event(da)
+    assert e.snapshot().values["difficulty_change_pct"] == -7.76
+    e.on_event(replace(da, next_retarget_height=941_472))  # an old epoch's: not used
+    assert e.snapshot().values["difficulty_change_pct"] is None
+    # With the history held, the chain's own exact figure wins.
+    e2, _ = loaded()
+    e2.on_event(da)
+    assert e2.snapshot().values["difficulty_change_pct"] == pytest.approx(-7.7557, abs=1e-3)
