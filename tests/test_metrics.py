@@ -22,7 +22,14 @@ from feeds.events import (
 )
 from feeds.metrics import METRIC_NAMES, PRICE_DERIVED, MetricsEngine
 
-DOMAIN_MD = Path("/work/shared/DOMAIN.md")
+DOMAIN_MD = next(
+    (
+        p
+        for p in (Path(__file__).parents[1] / "docs" / "DOMAIN.md", Path("/work/shared/DOMAIN.md"))
+        if p.exists()
+    ),
+    Path("DOMAIN.md"),
+)
 FLEET = derive.SimpleCostModel(20.0, 0.06)  # the worked example: $28.80/PH/day
 NETWORK = derive.SimpleCostModel(25.0, 0.05, pool_fee_pct=2.0, other_opex_usd_per_ph_day=7.0)
 LAST = sm.blocks()[-1]
