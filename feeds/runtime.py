@@ -242,6 +242,7 @@ class Runtime:
                                 self.bus,
                                 clock=self.clock,
                                 reconnect_delays=self.options.reconnect_delays,
+                                clock_offset_warn_s=self.config.feeds.clock_offset_warn,
                             ),
                         ),
                         name=f"ws:{adapter.name}",

@@ -8,12 +8,11 @@ from __future__ import annotations
 from feeds.sources.bitstamp import Bitstamp
 from feeds.sources.coinbase import CoinbaseExchange
 from feeds.sources.kraken import KrakenV2
+from feeds.sources.mempool_ws import MempoolWs
 from feeds.transport import WsAdapter
 
-# TODO(integrator): add the mempool.space websocket adapter here once
-# feeds/sources/mempool_ws.py lands, e.g. ``"mempool": MempoolWs`` (imported normally, no
-# try/except ImportError).
 SOURCES: dict[str, type[WsAdapter]] = {
+    "mempool": MempoolWs,
     "coinbase": CoinbaseExchange,
     "kraken": KrakenV2,
     "bitstamp": Bitstamp,
