@@ -729,6 +729,11 @@ class Store:
                 self._readers.append(conn)
         return conn
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (for bulk reads the methods here do not cover).
+        Do not close it; ``Store.close()`` does."""
+        return self._reader()
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run a read-only query on this thread's read connection; rows as dicts."""
         cursor = self._reader().execute(sql, params)
@@ -859,16 +864,16 @@ class Store:
             .fetchone()[0]
         )
 
-    def metric_series(self, name: str, since: float = 0) -> list[tuple[int, float]]:
-        """(minute, value) of one metric from ``since`` on, ascending."""
-        return [
-            (m, v)
-            for m, v in self._reader().execute(
-                "SELECT minute, value FROM metric_samples WHERE name = ? AND minute >= ? "
-                "ORDER BY minute",
-                (name, since),
-            )
-        ]
+    def metric_series(
+        self, name: str, since: float = 0, until: float | None = None
+    ) -> list[tuple[int, float]]:
+        """(minute, value) of one metric with ``since <= minute <= until``, ascending."""
+        sql = "SELECT minute, value FROM metric_samples WHERE name = ? AND minute >= ?"
+        params: list[Any] = [name, since]
+        if until is not None:
+            sql += " AND minute <= ?"
+            params.append(until)
+        return [(m, v) for m, v in self._reader().execute(sql + " ORDER BY minute", params)]
 
     def daily_history(self, since_day: float = 0, source: str | None = None) -> list[DailyPoint]:
         """Stored days from ``since_day`` on, ascending by (day, source). ``received_at`` is

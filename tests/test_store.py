@@ -523,3 +523,15 @@ def test_reads_from_another_thread_use_their_own_connection(store: Store) -> Non
     thread.join()
     assert seen == [101]
     assert len(store._readers) == 1  # the main thread has not read yet
+
+
+def test_metric_series_upper_bound_and_reader(store: Store) -> None:
+    store.write_events(
+        [MetricsSnapshot(at=MINUTE + 60 * i, values={"hashprice": float(i)}) for i in range(5)]
+    )
+    assert store.metric_series("hashprice", MINUTE + 60, MINUTE + 180) == [
+        (MINUTE + 60, 1.0),
+        (MINUTE + 120, 2.0),
+        (MINUTE + 180, 3.0),
+    ]
+    assert store.reader().execute("SELECT count(*) FROM metric_samples").fetchone() == (5,)
