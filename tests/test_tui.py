@@ -431,3 +431,13 @@ def test_sparkline_and_chart_shapes():
     rows = fmt.chart([1.0, 2.0, 3.0], 3, 2)
     assert len(rows) == 2 and rows[1][2] == "█" and rows[0][0] == " "
     assert fmt.uncertainty_pct("7d") == pytest.approx(100 / math.sqrt(1008))
+
+
+async def test_no_color_is_respected_and_meaning_stays_in_text(monkeypatch, runtime):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(None, runtime, clock=Clock())
+    assert app.no_color
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        shown = screen_text(app)
+        assert "STALE" in shown and "FIRING" in shown and "profit" in shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -332,7 +333,10 @@ class HashwatchApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             return
         keys = [
-            (self.get_key_display(b), b.description) for b in self._bindings_list() if b.description
+            # Show the first key of each binding ("+" rather than "plus,equals_sign").
+            (self.get_key_display(replace(b, key=b.key.split(",")[0])), b.description)
+            for b in self._bindings_list()
+            if b.description
         ]
         self.push_screen(HelpScreen(keys))
 

@@ -48,4 +48,4 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("hashwatch: keys", style="bold"))
             yield Static(table, id="help-keys")
             yield Static(Text(UNITS, style="dim"))
-            yield Static(Text("esc, ? or q closes this help", style="italic"))
+            yield Static(Text("esc, ? or q closes this help; p pauses repaints", style="italic"))

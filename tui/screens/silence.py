@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-CHOICES = (("1h", 3600), ("4h", 4 * 3600), ("24h", 24 * 3600))
+CHOICES = (("1 hour   (1)", 3600), ("4 hours  (4)", 4 * 3600), ("24 hours (2)", 24 * 3600))
 
 
 class SilenceScreen(ModalScreen[int | None]):
@@ -38,7 +38,7 @@ class SilenceScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(Text.assemble("Silence ", (self.rule, "bold"), " for:"))
-            yield OptionList(*(Option(label, id=label) for label, _ in CHOICES))
+            yield OptionList(*(Option(label, id=f"s{secs}") for label, secs in CHOICES))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_choose(event.option_index)
