@@ -6,8 +6,8 @@ and look at the SVGs in tests/__snapshots__/test_tui_snapshots/ before committin
 from __future__ import annotations
 
 import pytest
-
 from fake_runtime import NOW, FakeRuntime, make_history_db, script, settle
+
 from tui.app import make_app
 
 
