@@ -166,10 +166,9 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     from alerts.backtest import backtest, render_backtest
+    from alerts.rules import compile_rules
     from feeds.settings import parse_duration
     from feeds.store import Store
-
-    from alerts.rules import compile_rules
 
     config = _load(args)
     since = parse_duration(args.since, key="--since")
@@ -238,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         collector: Any = AttachedCollector(config)
     else:
-        collector = Collector(config)
+        collector = Collector(config, config_loader=lambda: _load(args))
     if getattr(args, "headless", False):
         if getattr(args, "attach", False):
             raise UsageError("--attach opens a dashboard; it cannot be combined with --headless")
@@ -251,13 +250,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from alerts.collector import Collector
     from feeds.demo.replay import DemoReplay
+
+    from alerts.collector import Collector
 
     config = _load(args)
     demo = DemoReplay(speed=args.speed, db_path=Path(args.db) if args.db else None)
     config = demo.configure(config)
-    collector = Collector(config, demo=demo)
+    collector = Collector(config, demo=demo, config_loader=lambda: demo.configure(_load(args)))
     log.warning(
         "demo: REPLAY of recorded history at %gx speed; database %s",
         args.speed,
