@@ -18,13 +18,13 @@ import bisect
 import datetime as dt
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alerts.engine import RuleState, evaluate, next_deadline
-from alerts.rules import WINDOW_GRACE_S, Rule, change_pct_of, drop_pct_of, fmt_duration
+from alerts.rules import WINDOW_GRACE_S, Rule, fmt_duration
 from alerts.windows import minute_of, read_series
 from feeds.events import AlertState
 
@@ -57,7 +57,12 @@ class BacktestEvent:
 
 def _series(store: Any, metric: str, since: float, until: float) -> list[tuple[float, float]]:
     """Stored samples of ``metric`` in ``[since, until]`` from whatever ``store`` is."""
-    if hasattr(store, "metric_series"):  # feeds.store.Store (also read-only ones)
+    reader = getattr(store, "_reader", None)
+    if callable(reader):
+        # feeds.store.Store (read-only ones too): its per-thread read connection, straight
+        # to tuples (metric_series has no upper bound and builds a list we would copy).
+        return read_series(reader(), metric, since, until)
+    if hasattr(store, "metric_series"):
         return [
             (float(m), float(v))
             for m, v in store.metric_series(metric, since)
@@ -83,49 +88,65 @@ def _connection(store: Any) -> sqlite3.Connection:
 
 
 def _measures(rule: Rule, times: Sequence[float], values: Sequence[float]) -> list[float | None]:
-    """The rule's measure at every minute (window rules: one O(n) pass with two deques)."""
+    """The rule's measure at every minute (window rules: one O(n) pass).
+
+    The percent arithmetic is ``rules.drop_pct_of``/``change_pct_of`` inlined (same
+    expressions, so bit-identical results): a function call per minute per rule is a large
+    share of a year's replay.
+    """
     if not rule.needs_window:
         return list(values)
     span = float(rule.window_s or 0.0)
+    grace = WINDOW_GRACE_S
     out: list[float | None] = []
     append = out.append
-    mono: deque[tuple[float, float]] = deque()
     lo = 0  # index of the oldest sample inside the window
-    drop = rule.kind == "drop_pct"
+    if rule.kind == "change_pct":
+        for t, v in zip(times, values, strict=True):
+            cutoff = t - span
+            while times[lo] < cutoff:
+                lo += 1
+            if times[lo] > cutoff + grace:
+                append(None)  # not full yet, or a gap at the old end
+                continue
+            first = values[lo]
+            append((v - first) / abs(first) * 100.0 if first != 0 else None)
+        return out
+    # drop_pct: monotonic deque of (time, value), values decreasing: the max is at [0].
+    mono: deque[tuple[float, float]] = deque()
     for t, v in zip(times, values, strict=True):
         cutoff = t - span
+        while mono and mono[-1][1] <= v:
+            mono.pop()
+        mono.append((t, v))
         while times[lo] < cutoff:
             lo += 1
-        if times[lo] > cutoff + WINDOW_GRACE_S:
-            # Not full yet (or a gap at the old end): no data. Keep the deque current.
-            if drop:
-                while mono and mono[-1][1] <= v:
-                    mono.pop()
-                mono.append((t, v))
+        if times[lo] > cutoff + grace:
             append(None)
             continue
-        if drop:
-            while mono and mono[-1][1] <= v:
-                mono.pop()
-            mono.append((t, v))
-            while mono[0][0] < cutoff:
-                mono.popleft()
-            append(drop_pct_of(v, mono[0][1]))
-        else:
-            append(change_pct_of(v, values[lo]))
+        while mono[0][0] < cutoff:
+            mono.popleft()
+        peak = mono[0][1]
+        append((peak - v) / peak * 100.0 if peak > 0 else None)
     return out
 
 
 def _classes(rule: Rule, xs: Sequence[float | None]) -> list[int]:
-    fires, clears = rule.fires, rule.clears
-    return [
-        _NODATA if x is None else _FIRES if fires(x) else _CLEARS if clears(x) else _HOLD
-        for x in xs
-    ]
+    """Classify every minute with the rule's own comparisons (``Rule.comparisons``)."""
+    nd, fi, cl, ho = _NODATA, _FIRES, _CLEARS, _HOLD
+    if rule.kind == "band":
+        a, b = rule.above, rule.below
+        return [nd if x is None else fi if (x > a or x < b) else cl for x in xs]  # type: ignore[operator]
+    fop, fat, cop, cat = rule.comparisons()
+    return [nd if x is None else fi if fop(x, fat) else cl if cop(x, cat) else ho for x in xs]
 
 
 def backtest_rule(
-    rule: Rule, times: Sequence[float], values: Sequence[float], start: float
+    rule: Rule,
+    times: Sequence[float],
+    values: Sequence[float],
+    start: float,
+    include_states: Collection[AlertState] | None = None,
 ) -> list[BacktestEvent]:
     """Replay one rule over its metric's series; events only for minutes ``>= start``.
 
@@ -145,10 +166,10 @@ def backtest_rule(
     i, ci = first, 0
     while i < n:
         t = times[i]
-        result = evaluate(rule, state, values[i], None, t, measure=xs[i])
+        result = evaluate(rule, state, values[i], None, t, measure=xs[i], render=False)
         state = result.state
         tr = result.transition
-        if tr is not None:
+        if tr is not None and (include_states is None or tr.state in include_states):
             events.append(
                 BacktestEvent(
                     rule=tr.rule,
@@ -158,7 +179,7 @@ def backtest_rule(
                     at=tr.at,
                     value=tr.value,
                     threshold=tr.threshold,
-                    message=tr.message,
+                    message=rule.render_message(values[i], None, x=xs[i]),
                     fired_at=tr.fired_at,
                     reminder=tr.reminder,
                 )
@@ -193,16 +214,26 @@ def backtest(
     start = minute_of(now - since_s)
     last_closed = minute_of(now) - 60.0
     keep = set(include_states)
-    series_cache: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
+    rules = list(rules)
+    # Each metric is read once, reaching back far enough for its longest window.
+    warmups: dict[str, float] = {}
+    for rule in rules:
+        w = float(rule.window_s or 0.0) + WINDOW_GRACE_S if rule.needs_window else 0.0
+        warmups[rule.metric] = max(warmups.get(rule.metric, 0.0), w)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for metric, warmup in warmups.items():
+        rows = _series(store, metric, start - warmup, last_closed)
+        series[metric] = ([r[0] for r in rows], [r[1] for r in rows])
     events: list[BacktestEvent] = []
     for rule in rules:
-        warmup = float(rule.window_s or 0.0) + WINDOW_GRACE_S if rule.needs_window else 0.0
-        key = (rule.metric, warmup)
-        if key not in series_cache:
-            rows = _series(store, rule.metric, start - warmup, last_closed)
-            series_cache[key] = ([r[0] for r in rows], [r[1] for r in rows])
-        times, values = series_cache[key]
-        events.extend(e for e in backtest_rule(rule, times, values, start) if e.state in keep)
+        times, values = series[rule.metric]
+        if rule.needs_window:
+            # Only as much warm-up as this rule's window needs: the same samples as live.
+            lo = bisect.bisect_left(times, start - float(rule.window_s or 0.0) - WINDOW_GRACE_S)
+        else:
+            lo = bisect.bisect_left(times, start)
+        times, values = times[lo:], values[lo:]
+        events.extend(backtest_rule(rule, times, values, start, keep))
     events.sort(key=lambda e: (e.at, e.rule))
     return events
 

@@ -135,18 +135,21 @@ def evaluate(
     stale: bool = False,
     context: Mapping[str, float | None] | None = None,
     measure: float | object | None = _UNSET,
+    render: bool = True,
 ) -> StepResult:
     """One evaluation of ``rule`` at ``now``; see the module docstring for the semantics.
 
     ``measure`` (the backtest's fast path) is the rule's measure computed by the caller; the
-    window is then not consulted.
+    window is then not consulted. ``render=False`` leaves the transition's message empty
+    (the backtest renders only the transitions it reports).
     """
     if stale:
         return StepResult(state, None)
     x: float | None = rule.measure(value, window) if measure is _UNSET else measure  # type: ignore[assignment]
     cond = None if x is None else rule.fires(x)
     s = state.state
-    new = state
+    # Field updates, applied with one dataclasses.replace at the end (it is not cheap).
+    upd: dict[str, Any] = {}
     tr_state: AlertState | None = None
     reminder = False
     notify = False
@@ -162,74 +165,63 @@ def evaluate(
                 announced = (
                     state.last_sent_at is not None
                     and state.fired_at is not None
-                    and (state.last_sent_at >= state.fired_at)
+                    and state.last_sent_at >= state.fired_at
                 )
                 notify = rule.send_resolved and announced and not silenced
-                new = dataclasses.replace(
-                    state,
-                    state=AlertState.RESOLVED,
-                    since=now,
-                    resolved_at=now,
-                    keep_firing_since=None,
-                    last_sent_at=now if notify else state.last_sent_at,
+                upd.update(
+                    state=AlertState.RESOLVED, since=now, resolved_at=now, keep_firing_since=None
                 )
+                if notify:
+                    upd["last_sent_at"] = now
             elif state.keep_firing_since is None:
-                new = dataclasses.replace(state, keep_firing_since=now)
+                upd["keep_firing_since"] = now
         elif state.keep_firing_since is not None:
-            new = dataclasses.replace(state, keep_firing_since=None)
+            upd["keep_firing_since"] = None
         if tr_state is None and not silenced:
             # Reminders, and the first announcement of an incident that fired while silenced.
-            unannounced = state.last_sent_at is None or (
-                state.fired_at is not None and state.last_sent_at < state.fired_at
-            )
-            due = (
-                rule.repeat_s > 0
-                and not unannounced
-                and (
-                    now - state.last_sent_at >= rule.repeat_s  # type: ignore[operator]
-                )
-            )
+            last = state.last_sent_at
+            unannounced = last is None or (state.fired_at is not None and last < state.fired_at)
+            due = rule.repeat_s > 0 and not unannounced and now - last >= rule.repeat_s  # type: ignore[operator]
             if unannounced or due:
                 tr_state, reminder, notify = AlertState.FIRING, True, True
-                new = dataclasses.replace(new, last_sent_at=now)
+                upd["last_sent_at"] = now
     elif cond is None:
         if s is not AlertState.NO_DATA:
             tr_state = AlertState.NO_DATA
-            new = dataclasses.replace(state, state=AlertState.NO_DATA, since=now, active_at=None)
+            upd.update(state=AlertState.NO_DATA, since=now, active_at=None)
     elif cond:
-        if s is AlertState.PENDING:
-            active_at = state.active_at if state.active_at is not None else now
+        if s is AlertState.PENDING and state.active_at is not None:
+            active_at = state.active_at
         else:
             active_at = now
         if now - active_at >= rule.for_s:
             tr_state = AlertState.FIRING
             notify = not silenced
-            new = dataclasses.replace(
-                state,
+            upd.update(
                 state=AlertState.FIRING,
                 since=now,
                 active_at=active_at,
                 fired_at=now,
                 keep_firing_since=None,
-                last_sent_at=now if notify else state.last_sent_at,
             )
+            if notify:
+                upd["last_sent_at"] = now
         elif s is not AlertState.PENDING:
             tr_state = AlertState.PENDING
-            new = dataclasses.replace(
-                state, state=AlertState.PENDING, since=now, active_at=active_at
-            )
-    else:  # condition false
-        if s in (AlertState.PENDING, AlertState.NO_DATA) or (
-            s is AlertState.RESOLVED
-            and now - (state.resolved_at or state.since or now) >= RESOLVED_RETENTION_S
-        ):
-            tr_state = AlertState.INACTIVE
-            new = dataclasses.replace(state, state=AlertState.INACTIVE, since=now, active_at=None)
+            upd.update(state=AlertState.PENDING, since=now, active_at=active_at)
+    elif s in (AlertState.PENDING, AlertState.NO_DATA) or (
+        s is AlertState.RESOLVED
+        and now - (state.resolved_at or state.since or now) >= RESOLVED_RETENTION_S
+    ):
+        tr_state = AlertState.INACTIVE
+        upd.update(state=AlertState.INACTIVE, since=now, active_at=None)
 
-    new = dataclasses.replace(new, last_value=value, last_eval_at=now, fingerprint=rule.fingerprint)
+    new = dataclasses.replace(
+        state, last_value=value, last_eval_at=now, fingerprint=rule.fingerprint, **upd
+    )
     if tr_state is None:
         return StepResult(new, None)
-    message = rule.render_message(value, window, context, x=x)
+    message = rule.render_message(value, window, context, x=x) if render else ""
     fired_at = new.fired_at if tr_state in (AlertState.FIRING, AlertState.RESOLVED) else None
     tr = _transition(rule, s, tr_state, now, value, x, message, fired_at, reminder)
     return StepResult(new, tr, notify)

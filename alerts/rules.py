@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from feeds.errors import ConfigError
@@ -100,18 +101,22 @@ def _as_stats(window: WindowArg) -> WindowStats:
     return WindowStats.of(list(window))
 
 
+#: Slack on percent thresholds for float rounding (see ``Rule.comparisons``).
+PCT_EPS = 1e-9
+
+
 def drop_pct_of(value: float, peak: float) -> float | None:
-    """Percent ``value`` is below ``peak`` (rounded so 90 vs 100 is exactly 10, not 9.99...)."""
+    """Percent ``value`` is below ``peak`` (None when the peak is not positive)."""
     if peak <= 0:
         return None
-    return round((peak - value) / peak * 100.0, 9)
+    return (peak - value) / peak * 100.0
 
 
 def change_pct_of(value: float, first: float) -> float | None:
     """Percent change from ``first`` to ``value`` (None when ``first`` is 0)."""
     if first == 0:
         return None
-    return round((value - first) / abs(first) * 100.0, 9)
+    return (value - first) / abs(first) * 100.0
 
 
 def is_freshness_metric(metric: str) -> bool:
@@ -144,6 +149,11 @@ class Rule:
     repeat_s: float = 0.0
     send_resolved: bool = True
     fingerprint: str = ""
+    _cmp: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind != "band":
+            object.__setattr__(self, "_cmp", self.comparisons())
 
     @property
     def needs_window(self) -> bool:
@@ -169,34 +179,46 @@ class Rule:
 
     # -- tests on the measure (used by the engine and by the vectorised backtest) -------------
 
-    def fires(self, x: float) -> bool:
-        k = self.kind
+    def comparisons(self) -> tuple[Callable[..., bool], float, Callable[..., bool], float]:
+        """``(fire_op, fire_at, clear_op, clear_at)``: the rule fires when
+        ``fire_op(x, fire_at)`` and a firing rule clears when ``clear_op(x, clear_at)``.
+
+        The single definition of both tests (the backtest applies them to whole series).
+        Percent measures come out of float arithmetic (90 vs 100 is 9.999999999999998% below),
+        so their thresholds get ``PCT_EPS`` of slack toward firing and toward clearing.
+        Not for bands (two thresholds): see :meth:`fires`.
+        """
+        k, e = self.kind, PCT_EPS
         if k == "above":
-            return x > self.above  # type: ignore[operator]
+            a = self.above
+            assert a is not None
+            return operator.gt, a, operator.le, a if self.clear is None else self.clear
         if k == "below":
-            return x < self.below  # type: ignore[operator]
-        if k == "band":
+            b = self.below
+            assert b is not None
+            return operator.lt, b, operator.ge, b if self.clear is None else self.clear
+        p = self.pct
+        assert p is not None and k != "band"
+        if k == "change_pct" and p < 0:  # fires on a fall
+            if self.clear is None:
+                return operator.le, p + e, operator.gt, p + e
+            return operator.le, p + e, operator.ge, self.clear - e
+        # drop_pct, or change_pct on a rise
+        if self.clear is None:
+            return operator.ge, p - e, operator.lt, p - e
+        return operator.ge, p - e, operator.le, self.clear + e
+
+    def fires(self, x: float) -> bool:
+        if self.kind == "band":
             return x > self.above or x < self.below  # type: ignore[operator]
-        if k == "drop_pct":
-            return x >= self.pct  # type: ignore[operator]
-        # change_pct: the sign says the direction
-        pct = self.pct or 0.0
-        return x <= pct if pct < 0 else x >= pct
+        fop, fat, _, _ = self._cmp
+        return fop(x, fat)
 
     def clears(self, x: float) -> bool:
-        if self.clear is None:
-            return not self.fires(x)
-        k = self.kind
-        c = self.clear
-        if k == "above":
-            return x <= c
-        if k == "below":
-            return x >= c
-        if k == "drop_pct":
-            return x <= c
-        if k == "change_pct":
-            return x >= c if (self.pct or 0.0) < 0 else x <= c
-        return not self.fires(x)  # band: compile_rule rejects clear
+        if self.kind == "band":
+            return not self.fires(x)  # compile_rule rejects clear on a band
+        _, _, cop, cat = self._cmp
+        return cop(x, cat)
 
     def condition(self, value: float | None, window: WindowArg = None) -> bool | None:
         """True when the rule's condition holds, False when not, None for no data."""

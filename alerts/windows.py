@@ -174,4 +174,4 @@ def read_series(
             "AND minute <= ? AND value IS NOT NULL ORDER BY minute",
             (metric, since, until),
         ).fetchall()
-    return [(float(m), float(v)) for m, v in rows]
+    return [(float(m), v) for m, v in rows]
