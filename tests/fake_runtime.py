@@ -23,6 +23,7 @@ from feeds.events import (
     MetricsSnapshot,
     PriceTick,
 )
+from feeds.store import Store
 
 NOW = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 DAY = 86400
@@ -228,27 +229,10 @@ def script(at: float = NOW) -> list[Event]:
     return events
 
 
-SCHEMA = """
-CREATE TABLE blocks (hash TEXT PRIMARY KEY, height INT, prev_hash TEXT, time INT,
-  first_seen REAL, bits INT, difficulty REAL, work TEXT, tx_count INT, fees_sats INT,
-  reward_sats INT, pool TEXT, orphaned INT DEFAULT 0, source TEXT);
-CREATE TABLE candles (source TEXT, minute INT, open REAL, high REAL, low REAL, close REAL,
-  n INT, PRIMARY KEY (source, minute));
-CREATE TABLE metric_samples (name TEXT, minute INT, value REAL, PRIMARY KEY (name, minute));
-CREATE TABLE daily_history (day INT, source TEXT, hashrate_hs REAL, difficulty REAL,
-  price_usd REAL, PRIMARY KEY (day, source));
-CREATE TABLE alert_state (rule TEXT PRIMARY KEY, state TEXT, since REAL, active_at REAL,
-  fired_at REAL, resolved_at REAL, last_value REAL, last_eval_at REAL, last_sent_at REAL,
-  silenced_until REAL, fingerprint TEXT);
-CREATE TABLE alert_history (id INTEGER PRIMARY KEY, rule TEXT, severity TEXT, previous TEXT,
-  state TEXT, at REAL, value REAL, threshold REAL, message TEXT, fired_at REAL);
-"""
-
-
 def make_history_db(path: pathlib.Path, now: float = NOW) -> pathlib.Path:
-    """A small store as the collector writes it (DESIGN.md tables), with deterministic data."""
+    """A small store with deterministic data, in the collector's real schema (feeds.store)."""
+    Store.open(path).close()
     conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA)
     start_min = int((now - DAY) // 60)
     conn.executemany(
         "INSERT INTO candles VALUES ('ref', ?, ?, ?, ?, ?, 1)",
@@ -268,8 +252,8 @@ def make_history_db(path: pathlib.Path, now: float = NOW) -> pathlib.Path:
     )
     conn.executemany(
         "INSERT INTO blocks (hash, height, prev_hash, time, first_seen, bits, difficulty, "
-        "tx_count, fees_sats, reward_sats, pool, orphaned, source) "
-        "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 0, 'mempool')",
+        "work, tx_count, fees_sats, reward_sats, pool, orphaned, source) "
+        "VALUES (?, ?, ?, ?, ?, 0, ?, '0', ?, ?, ?, ?, 0, 'mempool')",
         [
             (
                 b.hash,

@@ -136,7 +136,9 @@ class HashwatchApp(App[None]):
         except Exception:  # unknown theme name in config: keep Textual's default
             log.warning("unknown theme %r, using the default", self._theme_base)
             self._theme_base = self.theme
-        self.panels = list(self.query(Panel))
+        panels = list(self.query(Panel))
+        self._snapshot_panels = [p for p in panels if p.USES_SNAPSHOT]
+        self._ticking_panels = [p for p in panels if p.TICKS]
         self.query_one(PricePanel).fresh_after = self._price_fresh_after
         self.query_one(AlertsPanel).focus()
         self._tick()
@@ -214,7 +216,7 @@ class HashwatchApp(App[None]):
             revenue.past_24h, revenue.past_7d = h.past_24h, h.past_7d
             self._apply_alert_history(alerts, h)
         if p.snapshot is not None:
-            for panel in self.panels:
+            for panel in self._snapshot_panels:
                 panel.snapshot = p.snapshot
         if p.ticks:
             price.ticks = {**price.ticks, **p.ticks}
@@ -256,7 +258,7 @@ class HashwatchApp(App[None]):
         if self.paused:
             return
         now = self.clock()
-        for panel in self.query(Panel):
+        for panel in self._ticking_panels:
             panel.now = now
 
     # ---- history (thread worker, never on a timer) ----------------------------------------

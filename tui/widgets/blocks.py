@@ -56,6 +56,7 @@ def _interval(newer: BlockRow, older: BlockRow | None) -> str:
 
 class BlocksPanel(Panel):
     TITLE = "Blocks"
+    USES_SNAPSHOT = False
 
     DEFAULT_CSS = """
     BlocksPanel { height: 1fr; min-height: 4; }

@@ -22,6 +22,7 @@ def _signed_usd(v: float | None) -> str:
 
 class EconomicsPanel(Panel):
     TITLE = "Economics ($/PH/day)"
+    TICKS = False
 
     def render(self) -> Group:
         margin = self.metric("margin")

@@ -22,6 +22,7 @@ STATE_LOOK = {
 
 class FeedsFooter(Panel):
     TITLE = ""
+    USES_SNAPSHOT = False
 
     DEFAULT_CSS = """
     FeedsFooter { height: auto; max-height: 2; border-top: none; padding: 0 1; background: $boost; }

@@ -15,6 +15,7 @@ DAY = 86400
 
 class HashratePanel(Panel):
     TITLE = "Hashrate (EH/s)"
+    TICKS = False
 
     #: daily network hashrate (UTC day epoch -> H/s), from the store and live backfill points
     daily: reactive[dict[int, float]] = reactive(dict)

@@ -32,6 +32,10 @@ class Panel(Widget):
     """
 
     TITLE = ""
+    #: False for panels that show no ages: the once-a-second tick then costs them nothing
+    TICKS = True
+    #: False for panels that show no metric: a new snapshot does not repaint them
+    USES_SNAPSHOT = True
 
     #: the newest metrics (DOMAIN.md names); None until the first snapshot arrives
     snapshot: reactive[MetricsSnapshot | None] = reactive(None)

@@ -53,6 +53,7 @@ def attribute(now: dict[str, float | None], then: dict[str, float | None]) -> Ch
 
 class RevenuePanel(Panel):
     TITLE = "Revenue"
+    TICKS = False
 
     #: metric values about 24 h and 7 d ago (from the store's per-minute samples)
     past_24h: reactive[dict[str, float | None]] = reactive(dict)
