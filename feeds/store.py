@@ -647,6 +647,21 @@ class Store:
             conn.executemany(
                 "UPDATE blocks SET orphaned = 0 WHERE hash = ?", [(h,) for h in reactivate]
             )
+        # Above: a block we already hold at H+1 that does not build on this one is on the
+        # losing branch now (the newest block wins), and so is everything above it.
+        above = conn.execute(
+            "SELECT prev_hash FROM blocks WHERE height = ? AND orphaned = 0", (b.height + 1,)
+        ).fetchone()
+        if (
+            above is not None
+            and above[0] is not None
+            and above[0] != b.hash
+            and not above[0].startswith(PLACEHOLDER_PREFIX)
+            and not placeholder
+        ):
+            conn.execute(
+                "UPDATE blocks SET orphaned = 1 WHERE orphaned = 0 AND height > ?", (b.height,)
+            )
         if existing is not None:
             conn.execute(
                 "UPDATE blocks SET orphaned = 0, tx_count = COALESCE(tx_count, ?), "

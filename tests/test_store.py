@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support_store import BITS, T0, active_hashes, block, chain, dump, h, tick
 
 from feeds.derive import block_work, difficulty_from_bits
@@ -535,3 +537,42 @@ def test_metric_series_upper_bound_and_reader(store: Store) -> None:
         (MINUTE + 180, 3.0),
     ]
     assert store.reader().execute("SELECT count(*) FROM metric_samples").fetchone() == (5,)
+
+
+# Three branches: A; B forks off A after height 3; C forks off B after height 5.
+_FORKS = {"A": ("A", 0), "B": ("A", 3), "C": ("B", 5)}
+
+
+def _branch_block(branch: str, height: int):
+    parent_branch, fork = _FORKS[branch]
+    prev = branch if height - 1 > fork else parent_branch
+    while height - 1 <= _FORKS[prev][1] and prev != "A":  # walk to the branch holding h-1
+        prev = _FORKS[prev][0]
+    return block(height, branch, prev_branch=prev)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ABC"), st.integers(min_value=1, max_value=9)),
+        min_size=1,
+        max_size=25,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_any_arrival_order_keeps_one_linked_active_chain(
+    tmp_path_factory: pytest.TempPathFactory, arrivals: list[tuple[str, int]]
+) -> None:
+    path = tmp_path_factory.mktemp("prop") / "hw.db"
+    with Store.open(path) as s:
+        for branch, height in arrivals:
+            b = _branch_block(branch, height)
+            s.write_events([b])
+            active = {x.height: x for x in s.active_blocks()}
+            # The newest block always wins ...
+            assert active[height].hash == b.hash
+            # ... and the active blocks form one chain: each builds on the one below it.
+            for hgt, x in active.items():
+                if hgt - 1 in active:
+                    assert x.prev_hash == active[hgt - 1].hash, (hgt, arrivals)
+        # Nothing is ever lost: every distinct block is stored exactly once.
+        assert s.block_count(include_orphaned=True) == len(set(arrivals))
