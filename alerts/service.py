@@ -161,10 +161,11 @@ def _finish_action(
     _persist(store, changes, targets)
     conn = store.db.conn
     for key, label, severity, title, body in test_rows:
+        # As alerts.outbox does: next_attempt_at NULL means due at once.
         conn.execute(
             "INSERT OR IGNORE INTO outbox (key, target, created_at, severity, title, body, "
-            "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-            (key, label, now, severity, title, body, now),
+            "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, NULL)",
+            (key, label, now, severity, title, body),
         )
     if action_id is not None:
         conn.execute(
