@@ -77,7 +77,7 @@ class HashratePanel(Panel):
             if not self.compact:
                 rows.append(
                     Text(
-                        f"      {len(series)} days, {fmt.hashrate(min(series))}"
+                        f"      {len(series)} days, {fmt.hashrate(min(series), unit=False)}"
                         f" to {fmt.hashrate(max(series))}",
                         style="dim",
                     )

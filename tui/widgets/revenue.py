@@ -82,7 +82,7 @@ class RevenuePanel(Panel):
         for i, (name, v) in enumerate(
             zip(names, (c.price_pct, c.difficulty_pct, c.fees_pct), strict=True)
         ):
-            t.append(("  " if i else "") + name, style="dim")
+            t.append((" " if self.narrow else "  ") * bool(i) + name, style="dim")
             t.append(fmt.pct(v))
         return t
 
