@@ -185,3 +185,27 @@ def test_a_year_of_minutes_with_twelve_rules_is_fast(tmp_path: Path) -> None:
         store.close()
     assert {e.rule for e in events} >= {"hp-floor", "hr-drop", "gap", "price-floor"}
     assert elapsed < 10.0, f"a year of backtest took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_metric_window_matches_brute_force_with_sub_minute_updates(seed: int) -> None:
+    """Live snapshots update the open minute in place; max/first/full stay exact."""
+    rnd = random.Random(seed)
+    span = 600.0
+    w = MetricWindow(span)
+    per_minute: dict[float, float] = {}  # what metric_samples would hold
+    t = now = float(T0)
+    for _ in range(800):
+        t += rnd.choice((1.0, 5.0, 20.0, 60.0, 61.0, 300.0))
+        v = rnd.uniform(0, 100)
+        w.push(t, v)
+        m = t - t % 60
+        per_minute[m] = v
+        now = max(now, t + rnd.choice((0.0, 10.0)))  # the clock never goes back
+        cutoff = (now - now % 60) - span
+        inside = sorted((k, x) for k, x in per_minute.items() if k >= cutoff)
+        st = w.stats(now)
+        assert st.max == max(x for _, x in inside)
+        assert st.first == inside[0][1]
+        assert st.full == (inside[0][0] <= cutoff + 120.0)
+    assert len(w) <= span / 60 + 2
