@@ -441,3 +441,24 @@ async def test_no_color_is_respected_and_meaning_stays_in_text(monkeypatch, runt
         await settle(app, pilot)
         shown = screen_text(app)
         assert "STALE" in shown and "FIRING" in shown and "profit" in shown
+
+
+async def test_a_burst_of_ticks_costs_a_few_repaints_not_one_each(runtime, monkeypatch):
+    renders = 0
+    original = PricePanel.render
+
+    def counting(self):
+        nonlocal renders
+        renders += 1
+        return original(self)
+
+    monkeypatch.setattr(PricePanel, "render", counting)
+    app = make_app(None, runtime, clock=Clock())
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
+        before = renders
+        for i in range(500):
+            runtime.publish(PriceTick("kraken", 104_000.0 + i, NOW, NOW))
+        await settle(app, pilot)
+        assert app.query_one(PricePanel).ticks["kraken"].price_usd == 104_499.0
+        assert renders - before <= 5
