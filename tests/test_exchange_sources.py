@@ -35,6 +35,7 @@ T0 = 1_700_000_000.0
 
 def test_registry_names_match_adapters() -> None:
     assert {n: c.name for n, c in SOURCES.items()} == {
+        "mempool": "mempool",
         "coinbase": "coinbase",
         "kraken": "kraken",
         "bitstamp": "bitstamp",
