@@ -108,6 +108,10 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
             bits INTEGER NOT NULL,
             difficulty REAL,
             work TEXT NOT NULL,
+            -- Absolute chainwork (64 hex digits) when the source reports it (Bitcoin Core);
+            -- NULL otherwise: the metrics count chainwork from the oldest stored block
+            -- (relative), as DOMAIN.md allows, by summing ``work``.
+            chainwork TEXT,
             tx_count INTEGER,
             fees_sats INTEGER,
             reward_sats INTEGER,
@@ -673,8 +677,8 @@ class Store:
         difficulty = b.difficulty if b.difficulty is not None else difficulty_from_bits(b.bits)
         conn.execute(
             "INSERT INTO blocks (hash, height, prev_hash, time, first_seen, bits, difficulty, "
-            "work, tx_count, fees_sats, reward_sats, pool, orphaned, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            "work, chainwork, tx_count, fees_sats, reward_sats, pool, orphaned, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
             (
                 b.hash,
                 b.height,
@@ -684,6 +688,7 @@ class Store:
                 b.bits,
                 difficulty,
                 work_hex(work_from_bits(b.bits)),
+                None if b.chainwork is None else work_hex(b.chainwork),
                 b.tx_count,
                 b.fees_sats,
                 b.reward_sats,

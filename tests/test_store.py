@@ -67,7 +67,7 @@ def test_open_creates_parent_dir_wal_normal_busy_timeout_and_version(path: Path)
 def test_tables_and_columns_are_exactly_the_design_contract(path: Path) -> None:
     Store.open(path).close()
     expected = {
-        "blocks": "hash height prev_hash time first_seen bits difficulty work tx_count "
+        "blocks": "hash height prev_hash time first_seen bits difficulty work chainwork tx_count "
         "fees_sats reward_sats pool orphaned source",
         "price_ticks": "source time price_usd received_at",
         "candles": "source minute open high low close n",
@@ -576,3 +576,16 @@ def test_any_arrival_order_keeps_one_linked_active_chain(
                     assert x.prev_hash == active[hgt - 1].hash, (hgt, arrivals)
         # Nothing is ever lost: every distinct block is stored exactly once.
         assert s.block_count(include_orphaned=True) == len(set(arrivals))
+
+
+def test_absolute_chainwork_is_kept_when_the_source_reports_it(path: Path) -> None:
+    # Bitcoin Core reports chainwork; mempool.space does not (the metrics then sum ``work``).
+    core_chainwork = 0x000000000000000000000000000000000000000052B2559353DF4117B7348B64
+    with Store.open(path) as s:
+        s.write_events([block(100, chainwork=core_chainwork), block(101)])
+        rows = {
+            r["height"]: r["chainwork"] for r in s.query("SELECT height, chainwork FROM blocks")
+        }
+    assert int(rows[100], 16) == core_chainwork
+    assert len(rows[100]) == 64
+    assert rows[101] is None
