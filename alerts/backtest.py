@@ -57,7 +57,7 @@ class BacktestEvent:
 
 def _series(store: Any, metric: str, since: float, until: float) -> list[tuple[float, float]]:
     """Stored samples of ``metric`` in ``[since, until]`` from whatever ``store`` is."""
-    reader = getattr(store, "_reader", None)
+    reader = getattr(store, "reader", None)
     if callable(reader):
         # feeds.store.Store (read-only ones too): its per-thread read connection, straight
         # to tuples (metric_series has no upper bound and builds a list we would copy).

@@ -78,6 +78,7 @@ TEMPLATE_FIELDS: tuple[str, ...] = (
     "threshold",
     "clear",
     "name",
+    "rule",
     "metric",
     "severity",
     "window",

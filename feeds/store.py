@@ -197,7 +197,9 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
             last_eval_at REAL,
             last_sent_at REAL,
             silenced_until REAL,
-            fingerprint TEXT
+            fingerprint TEXT,
+            -- when the condition cleared while keep_firing_for holds the rule firing
+            keep_firing_since REAL
         );
 
         CREATE TABLE alert_history (

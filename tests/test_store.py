@@ -75,7 +75,7 @@ def test_tables_and_columns_are_exactly_the_design_contract(path: Path) -> None:
         "daily_history": "day source hashrate_hs difficulty price_usd",
         "feed_status": "source state since last_message_at reconnects last_error detail updated_at",
         "alert_state": "rule state since active_at fired_at resolved_at last_value "
-        "last_eval_at last_sent_at silenced_until fingerprint",
+        "last_eval_at last_sent_at silenced_until fingerprint keep_firing_since",
         "alert_history": "id rule severity previous state at value threshold message fired_at",
         "outbox": "id key target created_at severity title body attempts next_attempt_at "
         "delivered_at last_error",
