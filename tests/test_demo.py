@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ from feeds.demo.replay import (
     period_start_times,
 )
 from feeds.derive import implied_hashrate, retarget_bits
-from feeds.events import Block, DailyPoint, FeedStatus, PriceTick
+from feeds.events import Block, DailyPoint, FeedStatus, MetricsSnapshot, PriceTick
 from feeds.sources.mempool_rest import MempoolRest, parse_hashrate, parse_historical_prices
 from feeds.sources.registry import SOURCES
 from feeds.transport import run_ws
@@ -190,8 +190,13 @@ async def test_real_adapters_get_real_blocks_in_order_and_prices_from_every_exch
                             elif isinstance(ev, PriceTick):
                                 prices.setdefault(ev.source, []).append(ev)
                         live = [b.height for b in seen if not b.backfill]
-                        return bool(live) and max(live) >= RETARGET_AT + 40 and all(
-                            len(prices.get(s, ())) >= 3 for s in ("coinbase", "kraken", "bitstamp")
+                        return (
+                            bool(live)
+                            and max(live) >= RETARGET_AT + 40
+                            and all(
+                                len(prices.get(s, ())) >= 3
+                                for s in ("coinbase", "kraken", "bitstamp")
+                            )
                         )
 
                     await wait_until(drain, 10.0)
@@ -227,49 +232,90 @@ async def test_real_adapters_get_real_blocks_in_order_and_prices_from_every_exch
         assert [t.time for t in ticks] == sorted(t.time for t in ticks)
 
 
-async def test_runtime_runs_the_demo_into_sqlite(tmp_path: Path) -> None:
+async def run_runtime_until(
+    demo: DemoReplay, db: Path, want: Callable[[dict[str, float | None]], bool], within_s: float
+) -> dict[str, float | None]:
+    """Run feeds.runtime.Runtime (real adapters, writer, metrics) on the demo until the
+    newest snapshot satisfies ``want``; return its values."""
     from feeds.runtime import Runtime, RuntimeOptions
+
+    config = await demo.start(demo.configure(Config()))
+    rt = Runtime(
+        config,
+        options=RuntimeOptions(
+            clock=demo.clock, demo=True, reconnect_delays=ms_delays, extra_tasks=[demo.run]
+        ),
+    )
+    sub = rt.bus.subscribe([MetricsSnapshot], maxsize=1_000_000, name="t")
+    last: dict[str, float | None] = {}
+
+    def ready() -> bool:
+        nonlocal last
+        snaps = sub.get_nowait()
+        if snaps:
+            last = snaps[-1].values  # type: ignore[attr-defined]
+        return bool(last) and want(last)
+
+    async with running(rt.run()):
+        await wait_until(ready, within_s)
+    return last
+
+
+async def test_runtime_runs_the_demo_into_sqlite(tmp_path: Path) -> None:
     from feeds.store import Store
 
     demo = DemoReplay(speed=60_000, db_path=tmp_path / "demo.db")
-    config = demo.configure(Config())
     try:
-        config = await demo.start(config)
-        rt = Runtime(
-            config,
-            options=RuntimeOptions(
-                clock=demo.clock, demo=True, reconnect_delays=ms_delays, extra_tasks=[demo.run]
+        values = await run_runtime_until(
+            demo,
+            tmp_path / "demo.db",
+            lambda v: (
+                v.get("price_usd") is not None
+                and v.get("hashrate_1d") is not None
+                and (v.get("tip_height") or 0) > demo.start_height + 200
             ),
+            10.0,
         )
-        sub = rt.bus.subscribe(maxsize=1_000_000, name="t")
-        async with running(rt.run()):
-            snaps = []
-
-            def ready() -> bool:
-                from feeds.events import MetricsSnapshot
-
-                snaps.extend(e for e in sub.get_nowait() if isinstance(e, MetricsSnapshot))
-                v = snaps[-1].values if snaps else {}
-                return (
-                    v.get("hashrate_7d") is not None
-                    and v.get("price_usd") is not None
-                    and (v.get("tip_height") or 0) > demo.start_height + 20
-                )
-
-            await wait_until(ready, 15.0)
-        values = snaps[-1].values
-        assert values["hashrate_30d"] is None or values["tip_height"] >= 937_440 + 4320
-        # the 7-day estimate is in the right range for early 2026 (about 1 ZH/s)
-        assert 0.6e21 < values["hashrate_7d"] < 1.5e21  # type: ignore[operator]
     finally:
         await demo.stop()
         demo.cleanup()
+    assert abs(values["price_usd"] / synth.ANCHOR_PRICE_USD - 1) < 0.3  # type: ignore[operator]
+    assert values["hashrate_30d"] is None  # 3,500 + 200 blocks: not 30 days, honestly null
+    assert 0.6e21 < values["hashrate_1d"] < 1.6e21  # type: ignore[operator]
     store = Store.open(tmp_path / "demo.db")
     try:
         tip = store.tip()
-        assert tip is not None and tip.height > demo.start_height
+        assert tip is not None and tip.height > demo.start_height + 200
+        held = store.active_blocks(limit=10_000)
+        # the REST backfill stored (about) the 3,500 premined blocks below the live ones
+        assert min(b.height for b in held) <= demo.start_height - PREMINED_BLOCKS + 50
+        assert not store.missing_heights(min(b.height for b in held), tip.height)
     finally:
         store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MetricsEngine/ChainState ignore blocks below the first block they saw, so on a "
+    "fresh database the REST backfill (which arrives after the websocket's newest blocks) "
+    "does not reach the windows until 1,009 live blocks have passed (runtime/metrics owners)",
+)
+async def test_runtime_7d_hashrate_comes_from_the_backfill_at_once(tmp_path: Path) -> None:
+    demo = DemoReplay(speed=60_000, db_path=tmp_path / "demo.db")
+    try:
+        values = await run_runtime_until(
+            demo,
+            tmp_path / "demo.db",
+            lambda v: (
+                v.get("hashrate_7d") is not None
+                or (v.get("tip_height") or 0) > demo.start_height + 300
+            ),
+            6.0,
+        )
+    finally:
+        await demo.stop()
+        demo.cleanup()
+    assert values["hashrate_7d"] is not None
 
 
 # ------------------------------------------------------------------------ synthetic blocks
@@ -376,13 +422,11 @@ def test_shipped_data_files_are_the_permitted_ones_unchanged() -> None:
     assert shipped == ["SOURCES.md", "blocks_937440_942199.csv", "retargets.csv"]
     if SHARED.is_dir():
         for name in ("blocks_937440_942199.csv", "retargets.csv"):
-            digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (DATA_DIR / name,
-                                                                          SHARED / name)]  # fmt: skip
-            assert digest[0] == digest[1], name
+            ours = hashlib.sha256((DATA_DIR / name).read_bytes()).digest()
+            assert ours == hashlib.sha256((SHARED / name).read_bytes()).digest(), name
     text = (DATA_DIR / "SOURCES.md").read_text()
     for must in ("CC0", "MIT", "synthetic", "derived", "bitcoin-data/block-arrival-times"):
         assert must.lower() in text.lower(), must
     # the CC BY-NC file is neither shipped nor read by shipped code
     for py in (REPO / "feeds").rglob("*.py"):
         assert "btc_daily" not in py.read_text(), py
-

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import itertools
 import logging
 import random
 import shutil
@@ -43,7 +44,7 @@ from feeds.demo import synth
 from feeds.demo.exchange_server import ExchangeServer
 from feeds.demo.mempool_server import Chain, MempoolDemoServer
 from feeds.demo.synth import HeaderSpec
-from feeds.derive import TARGET_TIMESPAN_S, TARGET_SPACING_S, bits_to_target, implied_hashrate
+from feeds.derive import TARGET_SPACING_S, TARGET_TIMESPAN_S, bits_to_target, implied_hashrate
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def load_headers(path: Path = BLOCKS_CSV) -> list[HeaderSpec]:
             out.append(
                 HeaderSpec(height, t, bits, real_hash or synth.fake_hash(height, t, bits), prev)
             )
-    for a, b in zip(out, out[1:], strict=False):
+    for a, b in itertools.pairwise(out):
         if b.height != a.height + 1:
             raise ValueError(f"{path.name}: heights not contiguous at {a.height}")
     return out
@@ -131,7 +132,7 @@ def period_start_times(periods: Sequence[Period]) -> dict[int, float]:
     by_p = {p.period: p for p in periods}
     known = sorted(p.period for p in periods if p.first_time is not None)
     out: dict[int, float] = {p: float(by_p[p].first_time or 0) for p in known}
-    for a, b in zip(known, known[1:], strict=False):
+    for a, b in itertools.pairwise(known):
         if b - a < 2:
             continue
         est = [float(out[a])]
@@ -144,9 +145,7 @@ def period_start_times(periods: Sequence[Period]) -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
-def hashrate_history(
-    periods: Sequence[Period], first_day: int, last_day: int
-) -> dict[str, Any]:
+def hashrate_history(periods: Sequence[Period], first_day: int, last_day: int) -> dict[str, Any]:
     """mempool's ``/v1/mining/hashrate/1y`` document for the days ``first_day..last_day``
     (00:00 UTC epochs, inclusive): each day's implied hashrate ``D * 2**32 / 600``,
     time-weighted over the difficulties in effect that day (derived, not measured)."""
@@ -309,9 +308,7 @@ class DemoReplay:
         chain = Chain(start_height=self.headers[0].height, start_time=self.headers[0].time)
         for h in self.headers[: self.premined]:
             chain.next_block(**self._block_fields(h))
-        self.mempool = MempoolDemoServer(
-            chain, clock=self.clock, stats_interval_s=STATS_INTERVAL_S
-        )
+        self.mempool = MempoolDemoServer(chain, clock=self.clock, stats_interval_s=STATS_INTERVAL_S)
         rates, prices = self._history()
         self.mempool.hashrate_payload = rates
         self.mempool.set_daily_prices(prices)
