@@ -72,17 +72,19 @@ class FakeRuntime:
 
 async def settle(app: Any, pilot: Any, *, history_loads: int = 1, rounds: int = 300) -> None:
     """Let the bridge drain the bus and the history read land, then repaint once."""
+    runtime = app.runtime
     for _ in range(rounds):
         await pilot.pause()
-        runtime = app.runtime
+        app.flush()  # also starts a history read a new block asked for
         if (
             runtime.ran.is_set()
             and runtime.pending() == 0
+            and app._message_queue.empty()
             and app.history_loads >= history_loads
             and not app._history_running
+            and not app._history_dirty
         ):
             break
-    await pilot.pause()
     app.flush()
     await pilot.pause()
 

@@ -47,7 +47,9 @@ def _minute_scale(conn: sqlite3.Connection, table: str) -> float:
     return 60.0 if top is not None and top < _EPOCH_MINUTES_BELOW else 1.0
 
 
-def read_prices(conn: sqlite3.Connection, now: float) -> tuple[tuple[float, ...], float | None]:
+def read_prices(
+    conn: sqlite3.Connection, now: float
+) -> tuple[tuple[tuple[int, float], ...], float | None]:
     scale = _minute_scale(conn, "candles")
     since = (now - DAY) / scale
     rows = _rows(
@@ -57,9 +59,9 @@ def read_prices(conn: sqlite3.Connection, now: float) -> tuple[tuple[float, ...]
         (since, PRICE_POINTS + 1),
     )
     rows = [r for r in rows if r["close"] is not None]
-    points = tuple(float(r["close"]) for r in rows)
+    points = tuple((int(r["minute"] * scale), float(r["close"])) for r in rows)
     # A 24 h change needs a price from about 24 h ago, not merely the oldest one we hold.
-    first = points[0] if rows and rows[0]["minute"] * scale <= now - DAY + 1800 else None
+    first = points[0][1] if rows and rows[0]["minute"] * scale <= now - DAY + 1800 else None
     return points, first
 
 

@@ -111,7 +111,8 @@ class History:
     """What the history views read from SQLite (one thread-worker read)."""
 
     at: float
-    price_points: tuple[float, ...] = ()
+    #: (minute epoch seconds, reference close) of the last 24 h, oldest first
+    price_points: tuple[tuple[int, float], ...] = ()
     price_24h_ago: float | None = None
     daily_hashrate: tuple[tuple[int, float], ...] = ()
     blocks: tuple[BlockRow, ...] = ()

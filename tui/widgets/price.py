@@ -16,8 +16,8 @@ class PricePanel(Panel):
 
     #: newest tick per source (ages tick from ``received_at`` against ``now``)
     ticks: reactive[dict[str, PriceTick]] = reactive(dict)
-    #: reference prices of the last 24 h, one per minute, oldest first (from the store)
-    points: reactive[tuple[float, ...]] = reactive(tuple)
+    #: (minute, reference price) of the last 24 h, oldest first (from the store)
+    points: reactive[tuple[tuple[int, float], ...]] = reactive(tuple)
     #: reference price about 24 h ago (None until a day of history exists)
     price_24h_ago: reactive[float | None] = reactive(None)
     #: a source whose last tick is older than this is marked stale (config feeds.price_fresh_after)
@@ -25,18 +25,22 @@ class PricePanel(Panel):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        # Live tail appended per minute from snapshots, so the sparkline moves without a read.
+        # Live tail per minute from snapshots, so the sparkline moves without a read. Keyed
+        # like the stored candles, so the result does not depend on which arrived first.
         self._tail: dict[int, float] = {}
-
-    def watch_points(self) -> None:
-        self._tail.clear()
 
     def watch_snapshot(self, snap: MetricsSnapshot | None) -> None:
         price = None if snap is None else snap.values.get("price_usd")
         if snap is not None and price is not None:
-            self._tail[int(snap.at // 60)] = price
-            if len(self._tail) > 24 * 60:
-                self._tail.pop(next(iter(self._tail)))
+            self._tail[int(snap.at // 60) * 60] = price
+            horizon = snap.at - 86400
+            for minute in [m for m in self._tail if m < horizon]:
+                del self._tail[minute]
+
+    def series(self) -> list[float]:
+        merged = dict(self.points)
+        merged.update(self._tail)
+        return [merged[k] for k in sorted(merged)]
 
     def change_24h(self) -> float | None:
         price, then = self.metric("price_usd"), self.price_24h_ago
@@ -81,7 +85,7 @@ class PricePanel(Panel):
         if live is not None and not self.narrow:
             head.append(f"  {int(live)} live", style="dim")
         width = max(8, self.content_size.width - 4)
-        series = list(self.points) + list(self._tail.values())
+        series = self.series()
         sources = self._sources()
         if self.compact:
             spark = fmt.sparkline(series, width)
