@@ -97,6 +97,14 @@ def test_label_names_the_replayed_range_and_what_is_synthetic() -> None:
     assert demo.label == "REPLAY of 2026-02-19..2026-03-25 at 600x (prices, fees, pools synthetic)"
 
 
+def test_ticks_are_about_3_per_second_and_at_most_20_replay_seconds_apart() -> None:
+    assert DemoReplay(speed=1).tick_interval_s == pytest.approx(1 / 3)
+    assert DemoReplay(speed=60).tick_interval_s == pytest.approx(1 / 3)
+    fast = DemoReplay(speed=600).tick_interval_s
+    assert fast * 600 <= 20.0 + 1e-9 and fast >= 1 / 40
+    assert DemoReplay(speed=60_000).tick_interval_s == pytest.approx(1 / 40)  # capped
+
+
 @pytest.mark.parametrize("bad", [{"speed": 0}, {"speed": -1}, {"start_height": 937_440},
                                  {"start_height": 942_201}])  # fmt: skip
 def test_bad_arguments_are_refused(bad: dict[str, float]) -> None:

@@ -57,8 +57,13 @@ RETARGETS_CSV = DATA_DIR / "retargets.csv"
 PREMINED_BLOCKS = 3_500
 #: Days of daily history served (mempool's ``1y``).
 HISTORY_DAYS = 365
-#: Mean wall seconds between two price ticks of one exchange (about 3 per second).
+#: Mean wall seconds between two price ticks of one exchange: about 3 per second, faster at
+#: high speed so that one exchange's ticks are at most ~20 *replay* seconds apart (a feed's
+#: age is judged on the replay clock, where 1/3 s of wall time at 600x is 200 s of silence),
+#: but never more than 40 per wall second.
 TICK_INTERVAL_S = 1 / 3
+TICK_REPLAY_SPACING_S = 20.0
+TICK_MIN_INTERVAL_S = 1 / 40
 #: mempool pushes ``conversions`` about hourly (replay time), bounded in wall seconds.
 CONVERSIONS_EVERY_S = 3_600.0
 CONVERSIONS_WALL_BOUNDS_S = (2.0, 600.0)
@@ -249,6 +254,11 @@ class DemoReplay:
             return self.data0
         return self.data0 + (self._monotonic() - self._mono0) * self.speed
 
+    @property
+    def tick_interval_s(self) -> float:
+        """Mean wall seconds between two ticks of one exchange (see TICK_REPLAY_SPACING_S)."""
+        return max(TICK_MIN_INTERVAL_S, min(TICK_INTERVAL_S, TICK_REPLAY_SPACING_S / self.speed))
+
     def _wall_delay(self, replay_time: float) -> float:
         return max(0.0, (replay_time - self.clock()) / self.speed)
 
@@ -338,6 +348,13 @@ class DemoReplay:
             synth.DAILY_VOL * 100,
             self.headers[-1].height,
         )
+        if self.speed * TICK_MIN_INTERVAL_S > 30:
+            log.warning(
+                "demo: at %gx one wall millisecond is %.0f replay seconds: feed ages on the "
+                "replay clock include wall-clock jitter, so feed-stale alerts may flap",
+                self.speed,
+                self.speed / 1000,
+            )
         log.info(
             "demo: %d blocks premined (tip %d at %s), replay starts at %d",
             self.premined,
@@ -434,8 +451,9 @@ class DemoReplay:
 
     async def _prices(self, name: str, srv: ExchangeServer) -> None:
         jitter = random.Random(f"{self.seed}:ticks:{name}")
+        interval = self.tick_interval_s
         while True:
-            await asyncio.sleep(TICK_INTERVAL_S * jitter.uniform(0.5, 1.5))
+            await asyncio.sleep(interval * jitter.uniform(0.5, 1.5))
             now = self.clock()
             self.walk.advance(now)
             srv.publish_price(self.walk.quote(name), now)
