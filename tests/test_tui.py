@@ -462,3 +462,23 @@ async def test_a_burst_of_ticks_costs_a_few_repaints_not_one_each(runtime, monke
         await settle(app, pilot)
         assert app.query_one(PricePanel).ticks["kraken"].price_usd == 104_499.0
         assert renders - before <= 5
+
+
+async def test_feed_detail_flags_are_shown(runtime):
+    from feeds.events import FeedState, FeedStatus
+
+    app = make_app(None, runtime, clock=Clock())
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
+        runtime.publish(
+            FeedStatus(
+                "kraken",
+                FeedState.LIVE,
+                NOW,
+                NOW,
+                last_message_at=NOW,
+                detail="price deviates 2.4% from median",
+            )
+        )
+        await settle(app, pilot)
+        assert "kraken live 0s ! price deviates 2.4% from median" in text(app, "#feeds")

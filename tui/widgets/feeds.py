@@ -52,6 +52,8 @@ class FeedsFooter(Panel):
                 out.append(f" r{s.reconnects}", style="dim")
             if s.state is not FeedState.LIVE and s.last_error and not narrow:
                 out.append(f" ({s.last_error[:40]})", style="dim")
+            if s.detail:  # e.g. "price deviates 2.4% from median": a flag, so always shown
+                out.append(f" ! {s.detail[:48]}" if not narrow else " !", style="bold")
         for b in self.backfill.values():
             if b.total and b.done < b.total:
                 out.append(f"  backfill {b.what} {b.done:,}/{b.total:,}", style="italic")
