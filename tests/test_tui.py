@@ -482,3 +482,39 @@ async def test_feed_detail_flags_are_shown(runtime):
         )
         await settle(app, pilot)
         assert "kraken live 0s ! price deviates 2.4% from median" in text(app, "#feeds")
+
+
+async def test_feed_age_follows_data_not_only_status_events(runtime):
+    clock = Clock()
+    app = make_app(None, runtime, clock=clock)
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
+        clock.t += 600
+        runtime.publish(PriceTick("coinbase", 104_300.0, clock.t - 1, clock.t - 1))
+        await settle(app, pilot)
+        app._tick()
+        await pilot.pause()
+        feeds = text(app, "#feeds")
+        assert "coinbase live 1s" in feeds  # a status event 10 minutes old, a tick 1 s old
+        assert "kraken live 10m 02s" in feeds
+
+
+async def test_alert_history_skips_no_data_churn():
+    from feeds.events import AlertState, AlertTransition
+
+    churn = AlertTransition(
+        rule="block-gap",
+        severity="warning",
+        previous=AlertState.INACTIVE,
+        state=AlertState.NO_DATA,
+        at=NOW - 5,
+        value=None,
+        threshold=None,
+        message="warming up",
+    )
+    rt = FakeRuntime([snapshot(), churn, firing()])
+    app = make_app(None, rt, clock=Clock())
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
+        alerts = text(app, "#alerts")
+        assert "FIRING hashprice_low" in alerts and "block-gap" not in alerts

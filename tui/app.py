@@ -218,6 +218,10 @@ class HashwatchApp(App[None]):
         if p.snapshot is not None:
             for panel in self._snapshot_panels:
                 panel.snapshot = p.snapshot
+        seen = {t.source: t.received_at for t in p.ticks.values()}
+        seen.update((b.source, b.received_at) for b in p.blocks if not b.backfill)
+        if seen:
+            feeds.last_seen = {**feeds.last_seen, **seen}
         if p.ticks:
             price.ticks = {**price.ticks, **p.ticks}
         if p.feeds:
@@ -397,9 +401,14 @@ class HashwatchApp(App[None]):
 
 
 def make_app(
-    config: Any, runtime: RuntimeLike, *, clock: Callable[[], float] = time.time
+    config: Any, runtime: RuntimeLike, *, clock: Callable[[], float] | None = None
 ) -> HashwatchApp:
-    """Build the dashboard (used by the CLI and the tests). ``config`` may be None: defaults."""
+    """Build the dashboard (used by the CLI and the tests). ``config`` may be None: defaults.
+
+    Ages are measured on ``clock``, else on the runtime's own ``clock`` when it has one (the
+    demo replays history on a replay clock), else on ``time.time``.
+    """
+    clock = clock or getattr(runtime, "clock", None) or time.time
     ui = getattr(config, "ui", None)
     feeds_cfg = getattr(config, "feeds", None)
     return HashwatchApp(

@@ -113,7 +113,7 @@ def read_alerts(
     hist = _rows(
         conn,
         "SELECT rule, severity, state, at, value, threshold, message FROM alert_history "
-        "ORDER BY at DESC LIMIT ?",
+        "WHERE state IN ('pending', 'firing', 'resolved') ORDER BY at DESC LIMIT ?",
         (ALERT_HISTORY_ROWS,),
     )
     return (

@@ -27,6 +27,8 @@ class RuntimeLike(Protocol):
     demo: bool
     #: True in ``--attach`` mode: a read-only viewer of another collector's database
     attach: bool
+    # Optional, not part of the protocol check: ``clock: Callable[[], float]``. When present,
+    # make_app measures ages on it (the demo's replay clock), else on time.time.
 
     async def run(self) -> None:
         """Run feeds and alerts until cancelled (the App starts it as a worker on mount)."""

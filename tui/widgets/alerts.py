@@ -18,6 +18,8 @@ from tui.messages import AlertRow
 from tui.widgets.panel import Panel
 
 ACTIVE = (AlertState.PENDING.value, AlertState.FIRING.value)
+#: transitions worth a history line; INACTIVE/NO_DATA churn (start-up, warm-up) is noise
+HISTORY_STATES = (*ACTIVE, AlertState.RESOLVED.value)
 HISTORY_KEEP = 20
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -52,7 +54,7 @@ def apply(
             active[t.rule] = row_from_transition(t, active.get(t.rule))
         else:
             active.pop(t.rule, None)
-        if not t.reminder:
+        if not t.reminder and t.state.value in HISTORY_STATES:
             hist.insert(0, row_from_transition(t))
     hist.sort(key=lambda r: -r.since)
     return active, tuple(hist[:HISTORY_KEEP])

@@ -22,7 +22,6 @@ STATE_LOOK = {
 
 class FeedsFooter(Panel):
     TITLE = ""
-    USES_SNAPSHOT = False
 
     DEFAULT_CSS = """
     FeedsFooter { height: auto; max-height: 2; border-top: none; padding: 0 1; background: $boost; }
@@ -30,6 +29,16 @@ class FeedsFooter(Panel):
 
     statuses: reactive[dict[str, FeedStatus]] = reactive(dict)
     backfill: reactive[dict[str, BackfillProgress]] = reactive(dict)
+    #: newest receive time of data per source (ticks, live blocks): FeedStatus is only
+    #: published on state changes, so its last_message_at alone goes stale while data flows
+    last_seen: reactive[dict[str, float]] = reactive(dict)
+
+    def last_message_at(self, s: FeedStatus) -> float | None:
+        candidates = [t for t in (s.last_message_at, self.last_seen.get(s.source)) if t]
+        age = self.metric(f"feed_age_s.{s.source}")
+        if age is not None and self.snapshot is not None:
+            candidates.append(self.snapshot.at - age)
+        return max(candidates) if candidates else None
 
     def render(self) -> Text:
         out = Text("feeds ", style="bold")
@@ -46,8 +55,9 @@ class FeedsFooter(Panel):
                 out.append(f" {s.state.value.upper()}", style=style)
             elif not narrow:
                 out.append(f" {s.state.value}", style=style)
-            if s.last_message_at is not None:
-                out.append(f" {fmt.age(self.now - s.last_message_at)}")
+            last = self.last_message_at(s)
+            if last is not None:
+                out.append(f" {fmt.age(self.now - last)}")
             if s.reconnects:
                 out.append(f" r{s.reconnects}", style="dim")
             if s.state is not FeedState.LIVE and s.last_error and not narrow:
