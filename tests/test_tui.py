@@ -518,3 +518,16 @@ async def test_alert_history_skips_no_data_churn():
         await settle(app, pilot)
         alerts = text(app, "#alerts")
         assert "FIRING hashprice_low" in alerts and "block-gap" not in alerts
+
+
+@pytest.mark.parametrize(("size", "shown"), [((80, 24), False), (WIDE, True)])
+async def test_disabled_standby_feeds_only_on_wide_screens(runtime, size, shown):
+    from feeds.events import FeedState, FeedStatus
+
+    runtime.script.insert(0, FeedStatus("kraken_ticker", FeedState.DISABLED, NOW, NOW))
+    app = make_app(None, runtime, clock=Clock())
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        feeds = text(app, "#feeds")
+        assert ("kraken_ticker DISABLED" in feeds) is shown
+        assert "bitstamp STALE" in feeds

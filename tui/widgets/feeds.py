@@ -44,13 +44,19 @@ class FeedsFooter(Panel):
         out = Text("feeds ", style="bold")
         if not self.statuses:
             out.append("starting…", style="dim")
-        for i, (name, s) in enumerate(sorted(self.statuses.items())):
+        narrow = self.screen.has_class("-narrow")
+        shown = [
+            (name, s)
+            for name, s in sorted(self.statuses.items())
+            # Narrow: sources switched off on purpose (standbys) would push real ones off.
+            if not (narrow and s.state is FeedState.DISABLED)
+        ]
+        for i, (name, s) in enumerate(shown):
             sym, style = STATE_LOOK.get(s.state, ("?", ""))
             if i:
                 out.append("  ")
             out.append(f"{sym} {name}", style=style)
             # Narrow: only trouble gets a word (the symbol marks live), so one line fits 80.
-            narrow = self.screen.has_class("-narrow")
             if s.state is not FeedState.LIVE:
                 out.append(f" {s.state.value.upper()}", style=style)
             elif not narrow:
