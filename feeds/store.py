@@ -287,8 +287,34 @@ class WriteResult:
     ignored: int = 0
 
 
+#: Stores open in this process, by resolved database path. Opening and closing a second file
+#: descriptor on a database drops every POSIX lock this process holds on that file, SQLite's
+#: included (fcntl semantics). Another process's last connection may then checkpoint and
+#: delete the WAL under our open connections, and every later write goes to the deleted
+#: file: lost at the next crash (found by bench/soak.py: another process's BEGIN IMMEDIATE,
+#: then a SIGKILL, lost minutes of data). So the raw header is read only while no Store of
+#: this process has the file open; when one has, its checks already passed.
+_OPEN_HERE: dict[str, int] = {}
+_OPEN_HERE_LOCK = threading.Lock()
+
+
+def _register_open(key: str, delta: int) -> None:
+    with _OPEN_HERE_LOCK:
+        n = _OPEN_HERE.get(key, 0) + delta
+        if n > 0:
+            _OPEN_HERE[key] = n
+        else:
+            _OPEN_HERE.pop(key, None)
+
+
 def _header(path: Path) -> bytes | None:
-    """The first 100 bytes (SQLite's header) or None for a missing/empty file."""
+    """The first 100 bytes (SQLite's header) or None for a missing/empty file.
+
+    With a Store of this process already open on ``path``, returns just the magic (the
+    version is then checked through SQLite): see ``_OPEN_HERE``."""
+    with _OPEN_HERE_LOCK:
+        if _OPEN_HERE.get(str(path.resolve()), 0) > 0:
+            return SQLITE_MAGIC
     try:
         with path.open("rb") as f:
             head = f.read(100)
@@ -320,9 +346,17 @@ class Store:
     """One hashwatch database. Build with :meth:`open`."""
 
     def __init__(
-        self, path: Path, db: sqlite_utils.Database | None, *, busy_timeout_s: float
+        self,
+        path: Path,
+        db: sqlite_utils.Database | None,
+        *,
+        busy_timeout_s: float,
+        register: bool = False,
     ) -> None:
         self.path = path
+        self._open_key = str(path.resolve()) if register else None
+        if self._open_key is not None:
+            _register_open(self._open_key, +1)
         self._db = db
         self.readonly = db is None
         self._busy_timeout_s = busy_timeout_s
@@ -380,7 +414,7 @@ class Store:
                     f"{path} has schema version {version}, this hashwatch expects "
                     f"{target_version}: run the collector once to upgrade it"
                 )
-            return cls(path, None, busy_timeout_s=busy_timeout_s)
+            return cls(path, None, busy_timeout_s=busy_timeout_s, register=True)
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,7 +442,7 @@ class Store:
             conn.close()
             raise
         log.debug("opened store %s (schema version %s)", path, target_version)
-        return cls(path, db, busy_timeout_s=busy_timeout_s)
+        return cls(path, db, busy_timeout_s=busy_timeout_s, register=True)
 
     @staticmethod
     def _check_version(path: Path, version: int, target: int) -> None:
@@ -469,6 +503,8 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        if self._open_key is not None:
+            _register_open(self._open_key, -1)
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
