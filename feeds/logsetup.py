@@ -51,11 +51,25 @@ class RedactingFilter(logging.Filter):
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def configure_logging(level: str = "info", log_file: str | None = None) -> None:
+def default_log_file(env: dict[str, str] | None = None) -> Path:
+    """Where the dashboard logs when no --log-file is given (stderr belongs to the screen)."""
+    import os
+
+    env = dict(os.environ) if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hashwatch" / "hashwatch.log"
+
+
+def configure_logging(
+    level: str = "info", log_file: str | None = None, *, stderr: bool = True
+) -> None:
+    """``stderr=False`` while the dashboard owns the terminal: log lines written to stderr
+    would overwrite the screen, so they go to the file only."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if stderr else []
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))

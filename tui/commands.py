@@ -133,9 +133,9 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from feeds.settings import parse_duration
 
     try:
-        seconds = parse_duration(args.duration, key="--for")
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        seconds = parse_duration(args.duration)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
     _submit_action(args, "silence", rule=args.rule, seconds=seconds)
     _out(
         f"silenced {args.rule} for {args.duration} (a running collector applies it within seconds)"
@@ -171,7 +171,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from feeds.store import Store
 
     config = _load(args)
-    since = parse_duration(args.since, key="--since")
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
     db_path = Path(config.database.path)
     if not db_path.exists():
         _out(f"no database at {db_path} yet: nothing to backtest")
@@ -215,6 +218,14 @@ def _run_headless(collector: Any, reload: Any, duration: float | None = None) ->
     return 0
 
 
+def _log_to_file_only(args: argparse.Namespace) -> None:
+    """The dashboard owns the terminal: logs go to --log-file (or the default state file)."""
+    from feeds.logsetup import configure_logging, default_log_file
+
+    path = args.log_file or str(default_log_file())
+    configure_logging(level=(args.log_level or "info"), log_file=path, stderr=False)
+
+
 def _reloader(args: argparse.Namespace, collector: Any) -> Any:
     def reload() -> None:
         try:
@@ -244,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_headless(collector, _reloader(args, collector))
     from tui.app import make_app
 
+    _log_to_file_only(args)
     app = make_app(config, collector)
     app.run()
     return 0
@@ -268,6 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return _run_headless(collector, _reloader(args, collector), args.duration)
         from tui.app import make_app
 
+        _log_to_file_only(args)
         app = make_app(config, collector)
         app.run()
         return 0
