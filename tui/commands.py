@@ -262,9 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from feeds.demo.replay import DemoReplay
-
     from alerts.collector import Collector
+    from feeds.demo.replay import DemoReplay
 
     config = _load(args)
     demo = DemoReplay(speed=args.speed, db_path=Path(args.db) if args.db else None)
