@@ -58,6 +58,39 @@ def _rows(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[st
         conn.close()
 
 
+def _feeds_json(feed_rows: list[Any], now: float) -> dict[str, Any]:
+    feeds: dict[str, Any] = {}
+    for status in feed_rows:
+        feeds[status.source] = {
+            "state": str(status.state),
+            "since": status.since,
+            "last_message_age_s": (
+                None if status.last_message_at is None else max(0.0, now - status.last_message_at)
+            ),
+            "reconnects": status.reconnects,
+            "last_error": status.last_error,
+        }
+    return feeds
+
+
+def _active_alerts(db_path: Path) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": row["rule"],
+            "state": row["state"],
+            "severity": row.get("severity"),
+            "since": row["since"],
+            "value": _json_number(row.get("last_value")),
+        }
+        for row in _rows(
+            db_path,
+            "SELECT s.*, (SELECT severity FROM alert_history h WHERE h.rule = s.rule "
+            "ORDER BY id DESC LIMIT 1) AS severity FROM alert_state s "
+            "WHERE state IN ('pending','firing','no_data') ORDER BY since",
+        )
+    ]
+
+
 def build_status(config: Any, db_path: Path, *, now: float | None = None) -> dict[str, Any]:
     from feeds.metrics import METRIC_NAMES, MetricsEngine
     from feeds.store import Store
@@ -70,7 +103,12 @@ def build_status(config: Any, db_path: Path, *, now: float | None = None) -> dic
     store = Store.open(db_path, readonly=True)
     try:
         if store.is_empty():
-            return _empty_status(db_path, f"database {db_path} holds no data yet")
+            # No chain or prices yet, but a collector that cannot reach its upstreams still
+            # records feed states and alerts (every price feed down): show those.
+            empty = _empty_status(db_path, f"database {db_path} holds no data yet")
+            empty["feeds"] = _feeds_json(store.feed_statuses(), now)
+            empty["alerts"] = _active_alerts(db_path)
+            return empty
         econ = config.economics
         engine = MetricsEngine(
             econ.fleet,
@@ -93,32 +131,8 @@ def build_status(config: Any, db_path: Path, *, now: float | None = None) -> dic
         store.close()
 
     metrics = {name: _json_number(snapshot.values.get(name)) for name in METRIC_NAMES}
-    feeds: dict[str, Any] = {}
-    for status in feed_rows:
-        feeds[status.source] = {
-            "state": str(status.state),
-            "since": status.since,
-            "last_message_age_s": (
-                None if status.last_message_at is None else max(0.0, now - status.last_message_at)
-            ),
-            "reconnects": status.reconnects,
-            "last_error": status.last_error,
-        }
-    alerts = [
-        {
-            "rule": row["rule"],
-            "state": row["state"],
-            "severity": row.get("severity"),
-            "since": row["since"],
-            "value": _json_number(row.get("last_value")),
-        }
-        for row in _rows(
-            db_path,
-            "SELECT s.*, (SELECT severity FROM alert_history h WHERE h.rule = s.rule "
-            "ORDER BY id DESC LIMIT 1) AS severity FROM alert_state s "
-            "WHERE state IN ('pending','firing','no_data') ORDER BY since",
-        )
-    ]
+    feeds = _feeds_json(feed_rows, now)
+    alerts = _active_alerts(db_path)
     return {
         "database": str(db_path),
         "empty": False,
@@ -169,14 +183,17 @@ def _fmt(name: str, value: Any) -> str:
 def render_status(status: dict[str, Any]) -> str:
     lines = []
     if status["empty"]:
-        return status["note"]
-    tip = status["tip"]
-    lines.append(f"database: {status['database']}")
-    lines.append(f"tip: {tip['height']} {tip['hash']}" if tip else "tip: none")
-    stale = set(status["stale"])
-    for name, value in status["metrics"].items():
-        mark = "  (stale)" if name in stale else ""
-        lines.append(f"  {name:<34} {_fmt(name, value)}{mark}")
+        if not status["feeds"] and not status["alerts"]:
+            return status["note"]
+        lines.append(status["note"])
+    else:
+        tip = status["tip"]
+        lines.append(f"database: {status['database']}")
+        lines.append(f"tip: {tip['height']} {tip['hash']}" if tip else "tip: none")
+        stale = set(status["stale"])
+        for name, value in status["metrics"].items():
+            mark = "  (stale)" if name in stale else ""
+            lines.append(f"  {name:<34} {_fmt(name, value)}{mark}")
     if status["feeds"]:
         lines.append("feeds:")
         for source, f in status["feeds"].items():
@@ -196,6 +213,11 @@ def render_status(status: dict[str, Any]) -> str:
 def alerts_report(db_path: Path, *, now: float, recent: int = 50) -> dict[str, Any]:
     if not db_path.exists():
         return {"database": str(db_path), "active": [], "recent": [], "note": "no database yet"}
+    from feeds.store import Store
+
+    # Validate first: a non-SQLite file or a newer schema is a clear StoreError (exit 1),
+    # not an empty report and not a traceback.
+    Store.open(db_path, readonly=True).close()
     active = _rows(
         db_path,
         "SELECT rule, state, since, fired_at, last_value, silenced_until FROM alert_state "
