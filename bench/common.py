@@ -122,16 +122,34 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds, from /proc/<pid>/stat (Linux; no psutil).
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` from /proc/<pid>/stat (Linux; no psutil).
 
     Threads are included (the store writer is a thread). Children are not.
     """
     raw = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return (utime + stime) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14, 15 of stat(5)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (all its threads)."""
+    user, system = proc_cpu_split(pid)
+    return user + system
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime per thread of ``pid`` (``{tid: seconds}``; the main thread's tid is pid)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:  # the thread just ended
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
 
 
 def proc_rss_bytes(pid: int) -> int:

@@ -35,9 +35,11 @@ from bench.common import (
     REPO,
     command_line,
     proc_cpu_seconds,
+    proc_cpu_split,
     proc_rss_bytes,
     python,
     table,
+    thread_cpu_seconds,
     write_result,
 )
 
@@ -169,8 +171,28 @@ def _warm(db: Path, blocks: int) -> bool:
     return _count(db, sql) == len(PRICE_SOURCES)
 
 
+PROFILE_WRAPPER = """
+import cProfile, signal, sys
+prof = cProfile.Profile()
+out = sys.argv.pop(1)
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+def _dump(*_):
+    prof.disable()
+    prof.dump_stats(out)
+signal.signal(signal.SIGUSR2, _dump)
+from tui.cli import main
+sys.argv[0] = "hashwatch"
+sys.exit(main())
+"""
+
+
 async def measure(
-    seconds: float, rate: float, blocks: int, warmup_s: float, tmp: Path
+    seconds: float,
+    rate: float,
+    blocks: int,
+    warmup_s: float,
+    tmp: Path,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
     ups = Upstreams(blocks, rate)
     urls = await ups.start()
@@ -180,8 +202,14 @@ async def measure(
     log_path = tmp / "hashwatch.log"
     started = time.monotonic()
     with log_path.open("wb") as log_fh:
+        # With --profile: the same CLI under cProfile, switched on by signal for the interval.
+        cmd = (
+            hashwatch_command()
+            if profile_to is None
+            else [python(), "-c", PROFILE_WRAPPER, str(profile_to)]
+        )
         proc = await asyncio.create_subprocess_exec(
-            *hashwatch_command(),
+            *cmd,
             "--config",
             str(cfg),
             "--log-level",
@@ -209,13 +237,30 @@ async def measure(
             # One block in the middle of the measured interval (then every 10 min).
             ups._tasks[-1].cancel()
             ups._tasks[-1] = asyncio.create_task(ups._blocks(seconds / 2), name="blocks")
+            if profile_to is not None:
+                proc.send_signal(signal.SIGUSR1)  # start profiling the steady state
             ticks0 = _count(db, TICKS_SQL)
             pushed0, blocks0 = ups.prices_pushed, ups.blocks_pushed
             t0 = time.monotonic()
             cpu0, idle0 = proc_cpu_seconds(proc.pid), proc_cpu_seconds(idle.pid)
-            await asyncio.sleep(seconds)
+            threads0 = thread_cpu_seconds(proc.pid)
+            sys0 = proc_cpu_split(proc.pid)[1]
+            # Per-second samples as well: they show the spike of a block against the rest.
+            per_s: list[float] = []
+            last, tick = cpu0, t0
+            while (remaining := t0 + seconds - time.monotonic()) > 0:
+                await asyncio.sleep(min(1.0, remaining))
+                now_cpu, now = proc_cpu_seconds(proc.pid), time.monotonic()
+                per_s.append((now_cpu - last) / max(now - tick, 1e-9) * 100)
+                last, tick = now_cpu, now
             cpu1, idle1 = proc_cpu_seconds(proc.pid), proc_cpu_seconds(idle.pid)
+            threads1 = thread_cpu_seconds(proc.pid)
+            sys1 = proc_cpu_split(proc.pid)[1]
             wall = time.monotonic() - t0
+            main_thread = threads1.get(proc.pid, 0.0) - threads0.get(proc.pid, 0.0)
+            if profile_to is not None:
+                proc.send_signal(signal.SIGUSR2)  # the wrapper dumps its profile
+                await asyncio.sleep(1.0)
             rss = proc_rss_bytes(proc.pid)
             pushed, blocks_in = ups.prices_pushed - pushed0, ups.blocks_pushed - blocks0
             # the writer flushes every 250 ms: let the last batch land before counting
@@ -239,6 +284,13 @@ async def measure(
         "seconds": round(wall, 2),
         "hashwatch_cpu_s": round(cpu1 - cpu0, 3),
         "hashwatch_cpu_pct": round((cpu1 - cpu0) / wall * 100, 3),
+        # the event loop vs everything else (the store writer thread, executor threads)
+        "main_thread_cpu_pct": round(main_thread / wall * 100, 3),
+        "other_threads_cpu_pct": round((cpu1 - cpu0 - main_thread) / wall * 100, 3),
+        "kernel_cpu_pct": round((sys1 - sys0) / wall * 100, 3),
+        "per_second_pct_median": round(sorted(per_s)[len(per_s) // 2], 3) if per_s else None,
+        "per_second_pct_max": round(max(per_s), 3) if per_s else None,
+        "profiled": profile_to is not None,
         "idle_python_cpu_pct": round((idle1 - idle0) / wall * 100, 3),
         "target_pct": TARGET_PCT,
         "meets_target": (cpu1 - cpu0) / wall * 100 <= TARGET_PCT,
@@ -261,9 +313,22 @@ def run(
     warmup_s: float = 10.0,
     *,
     out_dir: Path | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hashwatch-bench-") as tmp:
-        figures = asyncio.run(measure(seconds, rate, blocks, warmup_s, Path(tmp)))
+        prof = Path(tmp) / "hashwatch.prof" if profile else None
+        figures = asyncio.run(measure(seconds, rate, blocks, warmup_s, Path(tmp), prof))
+        if prof is not None and prof.exists():
+            import io
+            import pstats
+
+            text = io.StringIO()
+            stats = pstats.Stats(str(prof), stream=text)
+            stats.sort_stats("tottime").print_stats(25)
+            # and the project's own code by cumulative time: which task costs what
+            stats.sort_stats("cumulative").print_stats(r"/(feeds|alerts|tui)/", 25)
+            print("cProfile of the event-loop thread over the interval (CPU figures inflated):")
+            print(text.getvalue())
     print(
         f"cpu_headless: {figures['seconds']:.0f} s steady state, "
         f"{figures['price_msgs_per_s']:.1f} price msgs/s, "
@@ -274,6 +339,15 @@ def run(
         ("idle python (asyncio sleep loop)", f"{figures['idle_python_cpu_pct']:.2f}%", "-"),
     ]
     print(table(rows, ["process", "CPU (% of one core)", "RSS MiB"]))
+    print(
+        f"event-loop thread {figures['main_thread_cpu_pct']:.2f}%, other threads "
+        f"{figures['other_threads_cpu_pct']:.2f}% (store writer, executors); "
+        f"in the kernel {figures['kernel_cpu_pct']:.2f}%"
+    )
+    print(
+        f"per-second samples: median {figures['per_second_pct_median']:.2f}%, "
+        f"max {figures['per_second_pct_max']:.1f}% (a block arrives mid-interval)"
+    )
     verdict = "meets" if figures["meets_target"] else "MISSES"
     print(
         f"{verdict} target <= {TARGET_PCT:g}%; {figures['price_ticks_stored']} ticks stored in "
@@ -295,10 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20.0, help="price messages per second, total")
     p.add_argument("--blocks", type=int, default=2200, help="chain length and backfill size")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds after the backfill")
+    p.add_argument("--profile", action="store_true", help="cProfile hashwatch over the interval")
     p.add_argument("--out-dir", type=Path, default=None, help="default: bench/results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run(args.seconds, args.rate, args.blocks, args.warmup, out_dir=args.out_dir)
+    run(
+        args.seconds,
+        args.rate,
+        args.blocks,
+        args.warmup,
+        out_dir=args.out_dir,
+        profile=args.profile,
+    )
     return 0
 
 
