@@ -164,10 +164,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HashwatchError as exc:
         print(f"hashwatch: {exc.title}: {exc}", file=sys.stderr)  # noqa: T201
         return exc.exit_code
+    except BaseExceptionGroup as group:
+        # A task group (the collector) wraps a clean error, e.g. the database is not SQLite,
+        # in a group: report it like any other, not as a traceback.
+        leaf = _first_hashwatch_error(group)
+        if leaf is None:
+            raise
+        print(f"hashwatch: {leaf.title}: {leaf}", file=sys.stderr)  # noqa: T201
+        return leaf.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _first_hashwatch_error(group: BaseExceptionGroup[Any]) -> HashwatchError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, HashwatchError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_hashwatch_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def run() -> None:  # pragma: no cover - console script shim
