@@ -130,6 +130,11 @@ def _excused(minute: int, outages: list[list[float]]) -> bool:
     return any(a <= minute and minute + 60 <= b for a, b in outages)
 
 
+def _uncovered(a: float, b: float, outages: list[list[float]]) -> float:
+    """Seconds of [a, b] outside every outage."""
+    return (b - a) - sum(max(0.0, min(b, y) - max(a, x)) for x, y in outages)
+
+
 def check_price_minutes(run_dir: Path, expected: dict[str, Any]) -> Check:
     """Every full minute of the price window has an exchange candle and a reference candle,
     except minutes the collector was down for entirely (SIGKILL to back up)."""
@@ -167,9 +172,7 @@ def check_price_minutes(run_dir: Path, expected: dict[str, Any]) -> Check:
     # 4 ticks/s each) outside the collector's down time.
     edges = [t0, *ticks, t1]
     gaps = [
-        (a, b)
-        for a, b in itertools.pairwise(edges)
-        if b - a > MAX_TICK_GAP_S and not any(x <= b and a <= y for x, y in outages)
+        (a, b) for a, b in itertools.pairwise(edges) if _uncovered(a, b, outages) > MAX_TICK_GAP_S
     ]
     longest = max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
     missing = [m for m in minutes if (m not in exch or m not in ref) and not _excused(m, outages)]
