@@ -211,6 +211,7 @@ def build_db(path: Path, days: int, now: float, seed: int = 11) -> dict[str, int
         if in_epoch >= 1 and epoch_start_i > 0:
             spent = max(1.0, sample_t - times[epoch_start_i - 1])
             proj = (EPOCH * 600 / (spent / in_epoch * EPOCH) - 1.0) * 100.0
+            proj = min(300.0, max(-75.0, proj))  # the consensus clamp (a factor of 4)
             series["difficulty_projected_change_pct"].append((m, proj))
         if bi >= EPOCH:
             last_retarget = bi - in_epoch
