@@ -72,6 +72,13 @@ class Plan:
     days: int
     sec_per_day: float
     history_blocks: int
+    #: synthetic blocks (600 s apart, bits of the first real block) before the real history,
+    #: so that the collector starts with full 30-day windows as after a real first backfill
+    #: (the real CSV holds only 4,760 blocks): day 1 and day 30 memory are then comparable.
+    synthetic_prefix: int
+    #: replayed blocks before the first fault (the full month keeps day 1 quiet, so that its
+    #: memory figure comes from a process that has run a whole simulated day)
+    warmup_blocks: int
     price_period_s: float
     price_amplitude: float
     per_kind: dict[str, int]
@@ -87,6 +94,8 @@ class Plan:
             days=3,
             sec_per_day=30.0,
             history_blocks=144,
+            synthetic_prefix=0,
+            warmup_blocks=10,
             price_period_s=24.0,
             price_amplitude=0.18,
             per_kind={k: 1 for k in FAULT_KINDS} | {"ws_cut": 4, "bad_frames": 4, "sigkill": 2},
@@ -114,6 +123,8 @@ class Plan:
             days=30,
             sec_per_day=sec_per_day,
             history_blocks=440,
+            synthetic_prefix=5330 - 440,
+            warmup_blocks=150,
             price_period_s=60.0,
             price_amplitude=0.18,
             per_kind=per_kind,
@@ -225,7 +236,11 @@ def proc_usage(pid: int) -> tuple[int, float]:
 
 
 def db_bytes(db: Path) -> int:
-    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    """Size of the main database file (the WAL is transient: checkpointed into it)."""
+    try:
+        return db.stat().st_size
+    except OSError:
+        return 0
 
 
 def ro_query(db: Path, sql: str) -> Any:
@@ -255,6 +270,7 @@ class Soak:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     publishing: bool = True
     price_frozen: bool = False
+    started_at: float = 0.0
 
     @property
     def db(self) -> Path:
@@ -276,6 +292,7 @@ class Soak:
             "--log-level",
             "info",
         ]
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
         logf.close()
         log.info("collector start #%d pid %d", self.starts, self.proc.pid)
@@ -290,8 +307,10 @@ class Soak:
     def cpu_total(self) -> float:
         return self.cpu_dead + (proc_usage(self.proc.pid)[1] if self.proc else 0.0)
 
-    def sample(self, day: int) -> None:
+    async def sample(self, day: int) -> None:
         assert self.proc is not None
+        # A collector restarted a moment ago has no meaningful RSS yet.
+        await asyncio.sleep(max(0.0, self.started_at + 3.0 - time.monotonic()))
         rss, _ = proc_usage(self.proc.pid)
         self.samples.append(
             {
@@ -455,10 +474,20 @@ class Soak:
             b for b in self.blocks[plan.history_blocks :] if b.time < t_start + plan.days * 86400
         ]
         by_height = {b.height: b for b in self.blocks}
-        chain = Chain(start_height=history[0].height, start_time=history[0].time)
+        first = history[0]
+        prefix = plan.synthetic_prefix
+        chain = Chain(start_height=first.height - prefix, start_time=first.time - 600 * prefix)
+        for i in range(prefix):
+            chain.next_block(
+                timestamp=first.time - 600 * (prefix - i),
+                bits=first.bits,
+                difficulty=first.difficulty,
+            )
         for b in history:
             chain.next_block(timestamp=b.time, bits=b.bits, difficulty=b.difficulty)
-        schedule = build_schedule(len(replay), seed=plan.seed, per_kind=plan.per_kind)
+        schedule = build_schedule(
+            len(replay), seed=plan.seed, per_kind=plan.per_kind, warmup_blocks=plan.warmup_blocks
+        )
         faults_at: dict[int, list[Fault]] = {}
         for f in schedule:
             faults_at.setdefault(f.at_block, []).append(f)
@@ -479,7 +508,7 @@ class Soak:
                 exchange=exchange,
                 json_rx=json_rx,
                 smtp_rx=smtp_rx,
-                backfill=len(history) + len(replay) + 50,
+                backfill=prefix + len(history) + len(replay) + 50,
                 first_difficulty=replay[0].difficulty,
             )
             ctx = {
@@ -490,11 +519,11 @@ class Soak:
             }
             prices = asyncio.create_task(self.publish_prices(exchange))
             self.start_collector()
-            if not await self.wait_tip(history[-1].height, 60.0):
-                log.error("collector did not backfill the history within 60 s")
+            if not await self.wait_tip(history[-1].height, 180.0):
+                log.error("collector did not backfill the history within 180 s")
             # Prices are judged from when the first collector is up and backfilled.
             price_t0 = time.time() + 2.0
-            self.sample(0)
+            await self.sample(0)
             speed = 86400.0 / plan.sec_per_day
             mono0 = time.monotonic()
             latest = replay[0].time
@@ -506,13 +535,13 @@ class Soak:
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                     while latest >= t_start + (day + 1) * 86400:
                         day += 1
-                        self.sample(day)
+                        await self.sample(day)
                     await mempool.add_block(timestamp=b.time, bits=b.bits, difficulty=b.difficulty)
                     for fault in faults_at.get(i, []):
                         await self.inject(fault, ctx)
                 while day < plan.days:
                     day += 1
-                    self.sample(day)
+                    await self.sample(day)
                 if self.tasks:
                     await asyncio.gather(*self.tasks, return_exceptions=True)
                 await self.settle(mempool, receivers)
@@ -534,6 +563,8 @@ class Soak:
                 "price_window": [price_t0, price_t1],
                 "outages": self.outages,
                 "samples": self.samples,
+                # after a clean stop the WAL is checkpointed: the database's real size
+                "db_final_bytes": db_bytes(self.db),
                 "faults_done": [f for f in self.faults_done if f.get("phase") != "up"],
                 "fault_kinds": list(FAULT_KINDS),
                 "rest_faults_consumed": consumed,
@@ -558,6 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="run directory (kept)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     ap.add_argument("--results", type=Path, default=None, help="results JSON path")
+    ap.add_argument(
+        "--check-only",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="only check a kept run directory again (prints the table, writes --results)",
+    )
     ap.add_argument("--days", type=int, default=None, help="simulated days (debugging)")
     ap.add_argument(
         "--faults", default=None, help="only these fault kinds, comma-separated (debugging)"
@@ -573,37 +611,57 @@ def main(argv: list[str] | None = None) -> int:
     if args.faults:
         keep = set(args.faults.split(","))
         plan.per_kind = {k: n for k, n in plan.per_kind.items() if k in keep}
+    if args.check_only:
+        meta = soak_report.load_expected(args.check_only).get("meta", {})
+        return report(args.check_only, meta, args.results)
     run_dir = args.out or Path(tempfile.mkdtemp(prefix=f"hashwatch-soak-{plan.mode}-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     soak = Soak(plan, run_dir, load_blocks())
-    asyncio.run(soak.run())
-    checks, res = soak_report.run_checks(run_dir, judge_mem=plan.judge_memory)
-    wall = time.monotonic() - started
-    print()
-    print(
-        f"hashwatch soak ({plan.mode}, seed {plan.seed}, {plan.days} simulated days, "
-        f"{wall:.0f} s wall, {soak.starts} collector starts)"
-    )
-    print(soak_report.render_table(checks))
+    try:
+        asyncio.run(soak.run())
+    finally:
+        # Interrupted (Ctrl-C) or failed: never leave a collector running behind us.
+        if soak.proc is not None and soak.proc.poll() is None:
+            soak.proc.kill()
+            soak.proc.wait(timeout=30)
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
         "seed": plan.seed,
         "simulated_days": plan.days,
         "sec_per_simulated_day": plan.sec_per_day,
-        "wall_s": round(wall, 1),
+        "wall_s": round(time.monotonic() - started, 1),
         "collector_starts": soak.starts,
         "command": "python -m bench.soak" + (" --short" if args.short else ""),
-        "markdown": soak_report.render_markdown(checks),
     }
-    out = args.results or RESULTS / f"soak_{plan.mode}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = soak_report.results_json(checks, res, meta)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"results: {out}; run directory: {run_dir}")
+    # Kept with the artefacts so that --check-only reproduces the same results file.
+    expected = soak_report.load_expected(run_dir)
+    expected["meta"] = meta
+    (run_dir / "expected.json").write_text(json.dumps(expected, indent=1))
+    code = report(run_dir, meta, args.results)
     if not (args.out or args.keep):
         shutil.rmtree(run_dir, ignore_errors=True)
+    return code
+
+
+def report(run_dir: Path, meta: dict[str, Any], results: Path | None) -> int:
+    """Check a finished run, print the table, write the results JSON; 0 when it passed."""
+    checks, res = soak_report.run_checks(run_dir, judge_mem=meta.get("mode") == "full")
+    print()
+    print(
+        f"hashwatch soak ({meta.get('mode')}, seed {meta.get('seed')}, "
+        f"{meta.get('simulated_days')} simulated days, {meta.get('wall_s')} s wall, "
+        f"{meta.get('collector_starts')} collector starts)"
+    )
+    print(soak_report.render_table(checks))
+    out = results or RESULTS / f"soak_{meta.get('mode', 'run')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = soak_report.results_json(
+        checks, res, {**meta, "markdown": soak_report.render_markdown(checks)}
+    )
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"results: {out}; run directory: {run_dir}")
     return 0 if result["ok"] else 1
 
 

@@ -283,6 +283,7 @@ def resources(expected: dict[str, Any]) -> dict[str, Any]:
             }
         )
     first, last = days[0], days[-1]
+    final_db = expected.get("db_final_bytes") or samples[-1]["db_bytes"]
     growth = (last["rss_mb"] / first["rss_mb"] - 1) * 100 if first["rss_mb"] else float("nan")
     n = len(days)
     return {
@@ -290,8 +291,8 @@ def resources(expected: dict[str, Any]) -> dict[str, Any]:
         "rss_last_day_mb": last["rss_mb"],
         "rss_growth_pct": round(growth, 1),
         "cpu_s_per_day": round(sum(d["cpu_s"] for d in days) / n, 2),
-        "db_mb_per_day": round((samples[-1]["db_bytes"] - samples[0]["db_bytes"]) / 1e6 / n, 3),
-        "db_mb_final": last["db_mb"],
+        "db_mb_per_day": round((final_db - samples[0]["db_bytes"]) / 1e6 / n, 3),
+        "db_mb_final": round(final_db / 1e6, 2),
         "days": days,
     }
 
