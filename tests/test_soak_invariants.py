@@ -215,12 +215,17 @@ def test_transition_missing_from_history_is_unexpected(run: Path) -> None:
 
 def test_duplicates_are_counted_not_failed(run: Path) -> None:
     path = run / "receivers" / "json.jsonl"
-    first = path.read_text().splitlines()[0]
+    first = json.loads(path.read_text().splitlines()[0])
     with path.open("a") as fh:
-        fh.write(first + "\n")
-    check = sr.check_delivery(run, sr.load_expected(run))
+        fh.write(json.dumps({**first, "received_at": first["received_at"] + 30}) + "\n")
+    expected = sr.load_expected(run)
+    check = sr.check_delivery(run, expected)
     assert check.ok  # at least once: a duplicate around a SIGKILL is allowed, and reported
     assert check.detail["targets"]["json"]["duplicates"] == 1
+    assert check.detail["targets"]["json"]["duplicates_around_sigkill"] == 0
+    expected["faults_done"].append({"kind": "sigkill", "wall": first["received_at"] + 10})
+    check = sr.check_delivery(run, expected)
+    assert check.detail["targets"]["json"]["duplicates_around_sigkill"] == 1
 
 
 def test_traceback_in_logs_fails(run: Path) -> None:
