@@ -340,7 +340,8 @@ def run(
     argv = ["--frames", str(frames), "--repeats", str(repeats), "--server", server]
     if pace:
         argv += ["--pace", f"{pace:g}"]
-    path = write_result(NAME, figures, command=command_line("bench.ingest", argv), out_dir=out_dir)
+    name = f"{NAME}_paced" if pace else NAME  # a paced run does not replace the main result
+    path = write_result(name, figures, command=command_line("bench.ingest", argv), out_dir=out_dir)
     print(f"written {path}")
     return figures
 
