@@ -166,10 +166,8 @@ class AppriseNotifier:
         fragments = secret_fragments(url)
         try:
             # A little grace beyond apprise's own deadline, which ends the call cleanly.
-            res = await asyncio.wait_for(
-                asyncio.to_thread(self._send_blocking, url, title, body, severity),
-                self.timeout_s + 2.0,
-            )
+            async with asyncio.timeout(self.timeout_s + 2.0):
+                res = await asyncio.to_thread(self._send_blocking, url, title, body, severity)
         except TimeoutError:
             self._forget(url)
             return DeliveryResult(False, f"timed out after {self.timeout_s:g} s")

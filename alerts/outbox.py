@@ -128,9 +128,10 @@ def _insert(
     body: str,
 ) -> bool:
     cur = conn.execute(
+        # next_attempt_at NULL: due at once, whatever the sender's clock says.
         "INSERT OR IGNORE INTO outbox (key, target, created_at, severity, title, body, "
-        "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-        (key, label, created_at, severity, title, body, created_at),
+        "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, NULL)",
+        (key, label, created_at, severity, title, body),
     )
     return cur.rowcount == 1
 
@@ -180,11 +181,18 @@ class _Row:
 _ROW_COLUMNS = "id, key, created_at, severity, title, body, attempts, next_attempt_at"
 
 
-def _mark_delivered(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> None:
+def _mark_delivered(
+    conn: sqlite3.Connection, head_id: int, folded: Sequence[int], now: float
+) -> None:
+    # Only the row actually sent counts an attempt; rows folded into a digest keep
+    # attempts = 0, so "delivered rows with attempts > 0" counts sends (storm window seed).
+    conn.execute(
+        "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+        (now, head_id),
+    )
     conn.executemany(
-        "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ? "
-        "AND delivered_at IS NULL",
-        [(now, i) for i in ids],
+        "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+        [(now, i) for i in folded],
     )
 
 
@@ -347,11 +355,11 @@ class OutboxSender:
         return await asyncio.to_thread(own)
 
     def _load_recent_sends(self, conn: sqlite3.Connection, now: float) -> None:
-        # One send may mark many rows delivered (a digest) with the same delivered_at, so the
-        # distinct times are the sends. Seeding survives a restart in the middle of a storm.
+        # A digest marks many rows delivered but counts an attempt only on the one it was
+        # sent for (see _mark_delivered). Seeding survives a restart in the middle of a storm.
         for label, _ in self.targets:
             rows = conn.execute(
-                "SELECT DISTINCT delivered_at FROM outbox WHERE target = ? "
+                "SELECT delivered_at FROM outbox WHERE target = ? AND attempts > 0 "
                 "AND delivered_at > ? ORDER BY delivered_at",
                 (label, now - STORM_WINDOW_S),
             ).fetchall()
@@ -401,8 +409,10 @@ class OutboxSender:
         """Wait for a wake-up or ``seconds`` of clock time; polls so an injected clock works."""
         ev = self._wake[label]
         timeout = max(0.0, min(seconds, self.poll_interval_s))
+        # asyncio.timeout, not wait_for: 3.11's wait_for can leave a cancelled waiter hanging.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ev.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await ev.wait()
 
     async def _target_loop(self, label: str, target: NotifyTarget) -> None:
         while True:
@@ -459,7 +469,7 @@ class OutboxSender:
         result = await self.notifier.send(target, title, body, sev)
         now = self.clock()
         if result.ok:
-            await self._write(_mark_delivered, ids, now)
+            await self._write(_mark_delivered, head.id, ids[1:], now)
             self._sent.setdefault(label, collections.deque()).append(now)
             self.delivered[label] += len(ids)
             if head.attempts:

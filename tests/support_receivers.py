@@ -13,6 +13,7 @@ import asyncio
 import email
 import email.policy
 import json
+import random
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -23,10 +24,22 @@ from aiosmtpd.controller import Controller
 
 
 def free_port() -> int:
-    """A port that nothing listens on right now (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on right now (connections to it are refused).
+
+    Chosen below Linux's ephemeral range (32768+): a port handed out by ``bind(0)`` can be
+    picked again as the *local* port of a client connection, and a client connecting to
+    127.0.0.1:P from local port P connects to itself (TCP simultaneous open).
+    """
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
