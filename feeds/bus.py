@@ -65,7 +65,11 @@ class Subscription:
             self._waiter.clear()
         return out
 
-    async def get_batch(self, limit: int = 1000, timeout: float | None = None) -> list[Event]:
+    async def get_batch(
+        self,
+        limit: int = 1000,
+        timeout: float | None = None,  # noqa: ASYNC109 - the API every subscriber calls
+    ) -> list[Event]:
         """Wait until at least one event is pending (or ``timeout``), then drain up to ``limit``."""
         if not self.pending():
             if self.closed:
@@ -74,7 +78,11 @@ class Subscription:
                 if timeout is None:
                     await self._waiter.wait()
                 else:
-                    await asyncio.wait_for(self._waiter.wait(), timeout)
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                    # arrives as the event is set, and a loop around get_batch then never
+                    # stops (the collector hung on SIGTERM). asyncio.timeout does not.
+                    async with asyncio.timeout(timeout):
+                        await self._waiter.wait()
             except TimeoutError:
                 return []
         return self.get_nowait(limit)

@@ -6,15 +6,20 @@ dirs point into tmp_path, so no operator config or database is ever read or writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from feeds.demo.exchange_server import ExchangeServer
+from feeds.demo.mempool_server import Chain, MempoolDemoServer
 
 REPO = Path(__file__).resolve().parent.parent
 HASHWATCH = Path(sys.executable).parent / "hashwatch"
@@ -177,3 +182,164 @@ async def wait_for(pred: Any, limit_s: float, what: str, step: float = 0.05) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(step)
+
+
+# ------------------------------------------------------------ a running collector
+#: One log event per line: time, level, logger, message.
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.\-]+: \S"
+)
+CHAIN_BLOCKS = 30
+BACKFILL = 20
+
+
+@dataclass
+class Upstreams:
+    mempool: MempoolDemoServer
+    exchange: ExchangeServer
+
+    def feeds_toml(self) -> str:
+        ex = self.exchange
+        return local_feeds_toml(
+            mempool_ws=self.mempool.ws_url,
+            mempool_rest=self.mempool.rest_url,
+            exchange_ws={p: ex.ws_url(p) for p in ("coinbase", "kraken", "bitstamp")},
+            exchange_rest={
+                "coinbase": ex.rest_url("coinbase"),
+                "kraken": ex.rest_url("kraken"),
+                # bitstamp has no REST poller, but no default may point outside either
+                "bitstamp": ex.rest_url("bitstamp"),
+            },
+            backfill_blocks=BACKFILL,
+        )
+
+
+@contextlib.asynccontextmanager
+async def local_upstreams() -> AsyncIterator[Upstreams]:
+    """A mempool demo server with a recent 30-block chain and an exchange server."""
+    now = int(time.time())
+    chain = Chain(start_height=940_000, start_time=now - CHAIN_BLOCKS * 600)
+    for _ in range(CHAIN_BLOCKS - 1):
+        chain.next_block()
+    mempool = await MempoolDemoServer(chain).start()
+    await mempool.set_price(65_000)
+    exchange = await ExchangeServer(heartbeat_interval_s=0.5, initial_price=65_000.0).start()
+    try:
+        yield Upstreams(mempool, exchange)
+    finally:
+        await exchange.close()
+        await mempool.close()
+
+
+@dataclass
+class Collector:
+    proc: asyncio.subprocess.Process
+    db: Path
+    config: Path
+    stderr_path: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    async def wait_exit(self, limit_s: float) -> tuple[int, float]:
+        started = time.monotonic()
+        code = await asyncio.wait_for(self.proc.wait(), limit_s)
+        return code, time.monotonic() - started
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def start_collector(
+    tmp_path: Path,
+    config_text: str,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Collector:
+    """``hashwatch run --headless`` with this config (mode 600) and a fresh database;
+    stderr goes to a file (a pipe nobody reads could block the collector)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text)
+    cfg.chmod(0o600)
+    db = tmp_path / "collector.db"
+    err = tmp_path / "stderr.log"
+    with err.open("wb") as err_file:
+        proc = await asyncio.create_subprocess_exec(
+            str(HASHWATCH),
+            *extra_args,
+            "run",
+            "--headless",
+            "--config",
+            str(cfg),
+            "--db",
+            str(db),
+            cwd=tmp_path,
+            env=cli_env(tmp_path, env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err_file,
+        )
+    return Collector(proc, db, cfg, err)
+
+
+async def wait_running(up: Upstreams, c: Collector) -> None:
+    """Until the backfill and live prices are stored (prices are published meanwhile)."""
+
+    def ready() -> bool:
+        assert c.proc.returncode is None, f"collector exited early:\n{c.stderr}"
+        up.exchange.publish_price(65_000 + (time.time() % 10))
+        return (
+            db_count(c.db, "blocks") >= BACKFILL
+            and db_count(c.db, "price_ticks", "source = 'coinbase'") > 0
+            and db_count(c.db, "price_ticks", "source = 'kraken'") > 0
+        )
+
+    await wait_for(ready, 20.0, "backfilled blocks and live prices in the database", step=0.1)
+
+
+def assert_clean_logs(text: str) -> None:
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, "the collector logs something"
+    bad = [line for line in lines if not LOG_LINE.match(line)]
+    assert not bad, "every stderr line is one log event with a level:\n" + "\n".join(bad)
+
+
+# ------------------------------------------------------------------ listening sockets
+def _hex_addr(text: str) -> tuple[str, int]:
+    host_hex, port_hex = text.split(":")
+    raw = bytes.fromhex(host_hex)
+    if len(raw) == 4:
+        host = ".".join(str(b) for b in raw[::-1])
+    else:  # IPv6: four little-endian 32-bit words
+        words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+        host = ":".join(b"".join(words)[i : i + 2].hex() for i in range(0, 16, 2))
+    return host, int(port_hex, 16)
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that process ``pid`` holds
+    (Linux /proc; addresses as dotted IPv4 or full hex IPv6)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+            if m:
+                inodes.add(m.group(1))
+    out = []
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and parts[9] in inodes:  # 0A = LISTEN
+                out.append(_hex_addr(parts[1]))
+    return out
+
+
+LOOPBACK = {"127.0.0.1", "0000:0000:0000:0000:0000:0000:0000:0001"}

@@ -12,139 +12,31 @@ import asyncio
 import os
 import re
 import signal
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from support_cli import (
     HASHWATCH,
+    Collector,
+    Upstreams,
+    assert_clean_logs,
     cli_env,
     db_count,
     local_feeds_toml,
+    local_upstreams,
     run,
+    start_collector,
     wait_for,
+    wait_running,
 )
-
-from feeds.demo.exchange_server import ExchangeServer
-from feeds.demo.mempool_server import Chain, MempoolDemoServer
-
-#: One log event per line: time, level, logger, message.
-LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.\-]+: \S"
-)
-CHAIN_BLOCKS = 30
-BACKFILL = 20
-
-
-@dataclass
-class Upstreams:
-    mempool: MempoolDemoServer
-    exchange: ExchangeServer
-
-    def feeds_toml(self) -> str:
-        ex = self.exchange
-        return local_feeds_toml(
-            mempool_ws=self.mempool.ws_url,
-            mempool_rest=self.mempool.rest_url,
-            exchange_ws={p: ex.ws_url(p) for p in ("coinbase", "kraken", "bitstamp")},
-            exchange_rest={
-                "coinbase": ex.rest_url("coinbase"),
-                "kraken": ex.rest_url("kraken"),
-                # bitstamp has no REST poller, but no default may point outside either
-                "bitstamp": ex.rest_url("bitstamp"),
-            },
-            backfill_blocks=BACKFILL,
-        )
 
 
 @pytest.fixture
 async def upstreams() -> AsyncIterator[Upstreams]:
-    now = int(time.time())
-    chain = Chain(start_height=940_000, start_time=now - CHAIN_BLOCKS * 600)
-    for _ in range(CHAIN_BLOCKS - 1):
-        chain.next_block()
-    mempool = await MempoolDemoServer(chain).start()
-    await mempool.set_price(65_000)
-    exchange = await ExchangeServer(heartbeat_interval_s=0.5, initial_price=65_000.0).start()
-    try:
-        yield Upstreams(mempool, exchange)
-    finally:
-        await exchange.close()
-        await mempool.close()
-
-
-@dataclass
-class Collector:
-    proc: asyncio.subprocess.Process
-    db: Path
-    config: Path
-    stderr_path: Path
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    async def wait_exit(self, limit_s: float) -> tuple[int, float]:
-        started = time.monotonic()
-        code = await asyncio.wait_for(self.proc.wait(), limit_s)
-        return code, time.monotonic() - started
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-async def start_collector(
-    tmp_path: Path, config_text: str, env: dict[str, str] | None = None
-) -> Collector:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(config_text)
-    cfg.chmod(0o600)
-    db = tmp_path / "collector.db"
-    err = tmp_path / "stderr.log"
-    with err.open("wb") as err_file:
-        proc = await asyncio.create_subprocess_exec(
-            str(HASHWATCH),
-            "run",
-            "--headless",
-            "--config",
-            str(cfg),
-            "--db",
-            str(db),
-            cwd=tmp_path,
-            env=cli_env(tmp_path, env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err_file,
-        )
-    return Collector(proc, db, cfg, err)
-
-
-async def wait_running(up: Upstreams, c: Collector) -> None:
-    """Until the backfill and live prices are stored (prices are published meanwhile)."""
-
-    def ready() -> bool:
-        assert c.proc.returncode is None, f"collector exited early:\n{c.stderr}"
-        up.exchange.publish_price(65_000 + (time.time() % 10))
-        return (
-            db_count(c.db, "blocks") >= BACKFILL
-            and db_count(c.db, "price_ticks", "source = 'coinbase'") > 0
-            and db_count(c.db, "price_ticks", "source = 'kraken'") > 0
-        )
-
-    await wait_for(ready, 20.0, "backfilled blocks and live prices in the database", step=0.1)
-
-
-def assert_clean_logs(text: str) -> None:
-    assert "Traceback" not in text, text
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert lines, "the collector logs something"
-    bad = [line for line in lines if not LOG_LINE.match(line)]
-    assert not bad, "every stderr line is one log event with a level:\n" + "\n".join(bad)
+    async with local_upstreams() as up:
+        yield up
 
 
 async def push_and_stop(up: Upstreams, c: Collector, sig: signal.Signals) -> None:
@@ -257,3 +149,21 @@ async def test_collector_fails_cleanly_on_a_bad_database(tmp_path: Path) -> None
         ".config",
         ".local",
     }
+
+
+async def test_cancel_while_an_event_arrives_is_not_swallowed() -> None:
+    """Regression: the collector hung on SIGTERM when a cancellation met a just-set event in
+    ``Subscription.get_batch`` (asyncio.wait_for on Python 3.11 returned the result instead
+    of raising, so the loop around it never stopped)."""
+    from feeds.bus import Bus
+    from feeds.events import PriceTick
+
+    bus = Bus()
+    sub = bus.subscribe([PriceTick], maxsize=10, name="t")
+    task = asyncio.create_task(sub.get_batch(timeout=5.0))
+    await asyncio.sleep(0)  # now waiting
+    bus.publish(PriceTick(source="coinbase", price_usd=1.0, time=1.0, received_at=1.0))
+    task.cancel()  # in the same loop iteration as the wake-up
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sub.close()
