@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench import backtest as bench_backtest
 from bench import cpu_headless, ingest
+from bench import tui as bench_tui
 from bench.common import proc_cpu_seconds, table, thread_cpu_seconds, write_result
 
 
@@ -46,10 +47,10 @@ def test_ingest_stores_every_frame(tmp_path: Path) -> None:
 
 def test_backtest_builds_history_and_runs(tmp_path: Path) -> None:
     db = tmp_path / "kept.db"
-    # 70 days: the 60-day hash ribbon and the 30-day drop window both get values.
-    figures = bench_backtest.run(days=70, out_dir=tmp_path, keep_db=db)
-    assert figures["metric_samples"] > 70 * 1440 * 10
-    assert figures["blocks"] > 130 * 100  # 70 days plus 60 days of lead-in, ~144/day
+    # Blocks start 60 days early, so even 10 days of samples have a 60-day hash ribbon.
+    figures = bench_backtest.run(days=10, out_dir=tmp_path, keep_db=db)
+    assert figures["metric_samples"] > 10 * 1440 * 10
+    assert figures["blocks"] > 70 * 100  # 10 days plus 60 days of lead-in, ~144/day
     assert figures["rules"] >= 10
     assert figures["select_rows"] > 0
     with sqlite3.connect(db) as conn:
@@ -59,7 +60,7 @@ def test_backtest_builds_history_and_runs(tmp_path: Path) -> None:
         ).fetchone()
     assert {"hashprice", "hashrate_7d", "tip_age_s", "price_feeds_live"} <= names
     assert 0.5 < ribbon[0] <= ribbon[1] < 1.5
-    assert _result(tmp_path, "backtest")["days"] == 70
+    assert _result(tmp_path, "backtest")["days"] == 10
 
 
 def test_cpu_headless_measures_a_running_collector(tmp_path: Path) -> None:
@@ -80,3 +81,20 @@ def test_common_helpers(tmp_path: Path) -> None:
     assert "1,234" in text and "0.0123" in text
     path = write_result("t", {"x": 1}, command="python -m bench.t", out_dir=tmp_path)
     assert json.loads(path.read_text())["figures"] == {"x": 1}
+
+
+def test_tui_draws_both_apps_in_a_pty(tmp_path: Path) -> None:
+    figures = bench_tui.run(
+        seconds=1.0,
+        launches=1,
+        cols=160,
+        rows=48,
+        warmup_s=0.2,
+        days=2,
+        blocks=300,
+        out_dir=tmp_path,
+    )
+    # both apps drew every title (else run() raises) and were measured while running
+    assert figures["dashboard_first_frame_s"] > 0 and figures["minimal_first_frame_s"] > 0
+    assert figures["dashboard_peak_rss_mib"] > 10 and figures["minimal_peak_rss_mib"] > 10
+    assert _result(tmp_path, "tui")["history_days"] == 2
