@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +22,11 @@ from support_cli import (
     HASHWATCH,
     Collector,
     Upstreams,
+    arun,
     assert_clean_logs,
     cli_env,
     db_count,
+    db_rows,
     local_feeds_toml,
     local_upstreams,
     run,
@@ -96,9 +99,21 @@ async def test_sighup_with_invalid_config_keeps_running(
         c.config.write_text(upstreams.feeds_toml())
         before = c.stderr.count("keeping the old rules")
         c.proc.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: "alerts: reloaded" in c.stderr, 5.0, "the reload in the log")
         assert c.proc.returncode is None
         assert c.stderr.count("keeping the old rules") == before
+        # An operator action from another process is applied by the running collector.
+        r = await arun(["silence", "hashprice-floor", "--for", "4h", "--db", c.db], tmp_path)
+        assert r.code == 0, r.err
+        await wait_for(
+            lambda: db_count(c.db, "operator_actions", "done_at IS NOT NULL") == 1,
+            10.0,
+            "the collector to apply the silence",
+        )
+        until = db_rows(
+            c.db, "SELECT silenced_until FROM alert_state WHERE rule = 'hashprice-floor'"
+        )
+        assert until and until[0][0] > time.time() + 3.9 * 3600, until
         # ... and it still collects and still stops cleanly.
         await push_and_stop(upstreams, c, signal.SIGTERM)
     finally:

@@ -114,7 +114,6 @@ async def test_secrets_never_leak(tmp_path: Path, upstreams: Upstreams) -> None:
             # The firing reaches the json target (with its token: that is the target's job) ...
             await wait_for(lambda: bool(http.requests), 15.0, "the json:// delivery")
             assert "FIRING price-seen" in str(http.requests[0].body)
-            assert JSON_TOKEN in str(http.requests[0].path) or http.requests  # delivered
             # ... and the other two targets have been tried and failed at least once.
             await wait_for(
                 lambda: db_count(c.db, "outbox", "attempts >= 1 AND delivered_at IS NULL") >= 2,
