@@ -22,6 +22,13 @@ Order problems, and the choices made for them:
   ``None`` until the missing heights arrive (a gap filler can read ``missing_heights``):
   the state never pretends that a broken chain is contiguous. If the gap grows past what
   the buffer could ever bridge, the state restarts from the pending blocks.
+* **Older history** (a block below the oldest held one): on a fresh database the websocket's
+  newest blocks arrive before the REST backfill, which then delivers the older ones
+  newest-first, pages possibly out of order. While the buffer has room, such a block is
+  prepended when it is the parent of the oldest held block (``prev_hash``), else it waits
+  below until the blocks between arrive. Relative chainwork simply counts down (only
+  differences matter), so a prepend is O(1) per window. With the buffer full, older blocks
+  are ignored: the windows would evict them at once.
 
 After a rewind the deques and fee sums are rebuilt from the buffer (O(window)); reorgs are
 rare, so appends stay amortised O(1).
@@ -49,6 +56,8 @@ class ApplyResult(enum.StrEnum):
     APPENDED = "appended"
     DUPLICATE = "duplicate"
     REORG = "reorg"
+    #: an older block joined the held chain below its oldest block
+    PREPENDED = "prepended"
     PENDING = "pending"
     IGNORED = "ignored"
     RESET = "reset"
@@ -127,6 +136,8 @@ class ChainState:
         self._start = 0  # index of the oldest held block (the list is compacted lazily)
         self._by_hash: dict[str, int] = {}
         self._pending: dict[int, tuple[Block, float]] = {}
+        #: older blocks waiting for the heights between them and the oldest held block
+        self._below: dict[int, tuple[Block, float]] = {}
         self._min_dq: dict[int, deque[tuple[int, int]]] = {n: deque() for n in self.windows}
         self._max_dq: dict[int, deque[tuple[int, int]]] = {n: deque() for n in self.windows}
         self._fee_sum = 0
@@ -305,11 +316,11 @@ class ChainState:
         if tip is None:
             self._append(block, seen)
             self._drain()
+            self._drain_below()
             return ApplyResult.APPENDED
         base = self._blocks[self._start].height
         if block.height < base:
-            log.debug("chain: block %s below held history (%s), ignored", block.height, base)
-            return ApplyResult.IGNORED
+            return self._apply_below(block, seen)
         result = ApplyResult.APPENDED
         if block.height <= tip.height:
             # Same height, new hash: everything from that height up is orphaned.
@@ -320,6 +331,7 @@ class ChainState:
             if self.tip is None:
                 self._append(block, seen)
                 self._drain()
+                self._drain_below()
                 return result
         tip = self.tip
         assert tip is not None  # rewinds above leave at least one block
@@ -356,6 +368,86 @@ class ChainState:
             if tip is not None and height > tip.height - FEE_WINDOW:
                 self._fee_sum += block.fees_sats
                 self._fee_known += 1
+
+    def _apply_below(self, block: Block, seen: float) -> ApplyResult:
+        """A block older than the oldest held one (backfill after live blocks): prepend it,
+        or keep it until the heights between arrive, while the buffer has room for it."""
+        base = self._blocks[self._start].height
+        if base - block.height > self.capacity - len(self):
+            log.debug("chain: block %s below held history (%s), ignored", block.height, base)
+            return ApplyResult.IGNORED
+        held = self._below.get(block.height)
+        if held is not None and held[0].hash == block.hash:
+            return ApplyResult.DUPLICATE
+        self._below[block.height] = (block, seen)
+        if self._drain_below():
+            return ApplyResult.PREPENDED
+        return ApplyResult.PENDING
+
+    def _drain_below(self) -> bool:
+        """Prepend waiting older blocks that are the parent of the oldest held block; drop
+        ones that cannot be (a stale branch's block, or no room left). True if any joined."""
+        joined = False
+        while self._below and len(self):
+            oldest = self._blocks[self._start]
+            for h in [h for h in self._below if h >= oldest.height]:
+                del self._below[h]
+            nxt = self._below.pop(oldest.height - 1, None)
+            if nxt is None:
+                break
+            block, seen = nxt
+            if len(self) >= self.capacity:
+                self._below.clear()
+                break
+            if oldest.prev_hash is not None and oldest.prev_hash != block.hash:
+                log.debug("chain: %s is not the parent of %s, dropped", block.hash, oldest.hash)
+                continue
+            self._prepend(block, seen)
+            joined = True
+        return joined
+
+    def _prepend(self, block: Block, seen: float) -> None:
+        oldest = self._blocks[self._start]
+        tip = self._blocks[-1]
+        work = derive.block_work(block.bits)
+        cb = ChainBlock(
+            height=block.height,
+            hash=block.hash,
+            prev_hash=block.prev_hash,
+            time=block.time,
+            bits=block.bits,
+            work=work,
+            # relative chainwork counts down from the old base: differences stay exact
+            cum_work=oldest.cum_work - oldest.work,
+            fees_sats=block.fees_sats,
+            first_seen=seen,
+            source=block.source,
+        )
+        if self._start == 0:
+            # Room to grow downwards without shifting the list per block (amortised O(1)).
+            pad = max(16, len(self._blocks))
+            self._blocks[:0] = [cb] * pad
+            self._start = pad
+        self._start -= 1
+        self._blocks[self._start] = cb
+        self._by_hash[cb.hash] = cb.height
+        # The oldest block is where counting starts (closed-day heuristic).
+        self._origin_time = cb.time
+        h, t = cb.height, cb.time
+        for n in self.windows:
+            if h < tip.height - n:
+                continue
+            # The new block is the earliest of the window: it stays in a monotonic deque only
+            # if no later block ties or beats it, i.e. it beats the current extreme.
+            mn, mx = self._min_dq[n], self._max_dq[n]
+            if not mn or t < mn[0][1]:
+                mn.appendleft((h, t))
+            if not mx or t > mx[0][1]:
+                mx.appendleft((h, t))
+        if cb.fees_sats is not None and h > tip.height - FEE_WINDOW:
+            self._fee_sum += cb.fees_sats
+            self._fee_known += 1
+        self._add_day(cb, +1)
 
     def _add_pending(self, block: Block, seen: float) -> ApplyResult:
         self._pending[block.height] = (block, seen)

@@ -262,12 +262,63 @@ def test_gap_too_wide_restarts_from_the_new_blocks():
     assert_same(cs, blocks[4700:])
 
 
-def test_old_blocks_below_history_are_ignored():
+def test_old_blocks_below_a_full_buffer_are_ignored():
+    blocks = list(sm.blocks())
+    cs = ChainState()
+    cs.apply_many(blocks[:4600])
+    assert len(cs) == cs.capacity
+    assert cs.apply(blocks[4600 - cs.capacity - 1]) is ApplyResult.IGNORED
+    assert cs.apply(blocks[5]) is ApplyResult.IGNORED
+    assert_same(cs, blocks[:4600])
+
+
+def test_older_blocks_wait_below_until_they_link():
     blocks = list(sm.blocks())
     cs = ChainState()
     cs.apply_many(blocks[10:200])
-    assert cs.apply(blocks[5]) is ApplyResult.IGNORED
+    assert cs.apply(blocks[5]) is ApplyResult.PENDING  # 6..9 still missing
     assert_same(cs, blocks[10:200])
+    assert cs.apply(blocks[8]) is ApplyResult.PENDING
+    assert cs.apply(blocks[9]) is ApplyResult.PREPENDED  # joins, and 8 with it
+    assert cs.base_height == blocks[8].height
+    assert cs.apply(blocks[9]) is ApplyResult.DUPLICATE
+    cs.apply_many([blocks[7], blocks[6]])
+    assert cs.base_height == blocks[5].height
+    assert_same(cs, blocks[5:200])
+    # A block at the right height that is not the parent (a stale branch) is dropped.
+    assert cs.apply(replace(blocks[4], hash="stale")) is ApplyResult.PENDING
+    assert cs.base_height == blocks[5].height and not cs.contains("stale")
+
+
+@pytest.mark.parametrize("pages_swapped", [False, True])
+def test_backfill_newest_first_after_live_blocks_fills_every_window(pages_swapped):
+    """Fresh database: the websocket's newest blocks come first, then REST backfill pages
+    of 15, newest first (two in flight, so a page may overtake the one above it). The
+    windows, fees and projection equal a recompute as soon as the blocks are there."""
+    blocks = list(sm.blocks())
+    tip = 4000
+    live = blocks[tip - 8 : tip]
+    older = blocks[: tip - 8]
+    pages = [older[max(0, i - 15) : i][::-1] for i in range(len(older), 0, -15)]
+    if pages_swapped:
+        for i in range(0, len(pages) - 1, 2):
+            pages[i], pages[i + 1] = pages[i + 1], pages[i]
+    cs = ChainState()
+    cs.apply_many(live)
+    assert cs.hashrate(1008) is None and cs.fees_avg_144() is None
+    for page in pages:
+        for b in page:
+            assert cs.apply(b) in (ApplyResult.PREPENDED, ApplyResult.PENDING)
+    assert cs.base_height == older[0].height and not cs.has_gap
+    assert_same(cs, blocks[:tip])
+    for v in ("hr144", "hr432", "hr1008", "fees", "last_change", "proj"):
+        assert observed(cs)[v] is not None, v
+    # Live blocks keep appending on top, windows sliding as usual.
+    for i in range(tip, tip + 300):
+        cs.apply(blocks[i])
+    assert_same(cs, blocks[: tip + 300])
+    # Daily buckets cover the prepended blocks too.
+    assert dict(cs.daily_hashrates(closed_only=False)) == daily_recompute(blocks[: tip + 300])
 
 
 def test_projection_early_epoch_uses_previous_epoch():
@@ -285,3 +336,13 @@ def test_projection_early_epoch_uses_previous_epoch():
     p2 = cs2.projection()
     assert p2 is not None and not p2.early and p2.band_pct == pytest.approx(100 / 3)
     assert cs2.epoch().last_change_pct is None
+
+
+def test_backfill_below_stops_at_capacity():
+    blocks = list(sm.blocks())
+    cs = ChainState()
+    cs.apply_many(blocks[-8:])
+    results = [cs.apply(b) for b in reversed(blocks[:-8])]
+    assert len(cs) == cs.capacity and results[-1] is ApplyResult.IGNORED
+    assert cs.base_height == blocks[-cs.capacity].height
+    assert_same(cs, blocks)
