@@ -3,7 +3,6 @@ evaluation (windows included), and the one-year speed budget."""
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
@@ -130,33 +129,6 @@ def test_event_driven_backtest_equals_minute_by_minute(kw: dict, seed: int) -> N
     ]
     assert fast == naive(r, times, values)
     assert fast  # the walk does cross the thresholds
-
-
-def year_of_samples(path: Path) -> float:
-    """525,600 minutes of four metrics: slow swings, a faster ripple and some jitter."""
-    n = 525_600
-    sin = math.sin
-    # One shape for all metrics (cheap to build); the jitter is a fixed pseudo-random pattern.
-    shape = [
-        sin(i / 9000.0) + 0.1 * sin(i / 97.0) + 0.02 * ((i * 7919) % 1000 / 500.0 - 1.0)
-        for i in range(n)
-    ]
-    store = Store.open(path)
-    try:
-        with store.transaction() as db:
-            for name, base, amp in (
-                ("hashprice", 45.0, 8.0),
-                ("hashrate_7d", 6e20, 5e19),
-                ("price_usd", 70000.0, 9000.0),
-                ("tip_age_s", 600.0, 600.0),
-            ):
-                db.conn.executemany(
-                    "INSERT INTO metric_samples (name, minute, value) VALUES (?, ?, ?)",
-                    [(name, T0 + 60 * i, base + amp * w) for i, w in enumerate(shape)],
-                )
-    finally:
-        store.close()
-    return T0 + 60 * n
 
 
 @pytest.mark.parametrize("seed", range(4))
