@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -343,3 +344,17 @@ def listening_sockets(pid: int) -> list[tuple[str, int]]:
 
 
 LOOPBACK = {"127.0.0.1", "0000:0000:0000:0000:0000:0000:0000:0001"}
+
+
+async def stop(proc: asyncio.subprocess.Process, limit_s: float = 5.0) -> int:
+    """SIGTERM and wait; a process that does not stop in time is killed (no stray
+    collectors after a failed test) and the test fails."""
+    if proc.returncode is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), limit_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"process did not stop within {limit_s} s of SIGTERM") from None

@@ -33,6 +33,7 @@ from support_cli import (
     local_upstreams,
     run,
     start_collector,
+    stop,
     wait_for,
     wait_running,
 )
@@ -240,8 +241,7 @@ async def test_collector_warns_on_readable_secret_config(tmp_path: Path) -> None
     try:
         await wait_for(lambda: "readable by group/others" in err.read_text(), 15.0, "warning")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 5)
+        code = await stop(proc)
     assert code == 0
     assert CLEAR_SECRET not in err.read_text()
 
@@ -293,7 +293,6 @@ async def test_demo_binds_loopback_only(tmp_path: Path) -> None:
         await wait_for(listening, 15.0, "the demo servers to listen")
         assert all(addr in LOOPBACK for addr, _ in found), found
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 5)
+        code = await stop(proc)
     assert code == 0, err.read_text()
     assert "REPLAY" in err.read_text()
