@@ -47,7 +47,8 @@ def _empty_status(db_path: Path, reason: str) -> dict[str, Any]:
 
 
 def _rows(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    uri = f"file:{db_path}?mode=ro"
+    # as_uri() percent-encodes: a path with "?" or "#" in it stays one path
+    uri = f"{db_path.resolve().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     try:

@@ -384,7 +384,9 @@ def test_silence_and_unsilence_write_operator_actions(tmp_path: Path) -> None:
 
 
 def test_alerts_json(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+    # "?" and "#" in the path: SQLite URIs must not cut the path there
+    (tmp_path / "odd?dir#1").mkdir()
+    db = tmp_path / "odd?dir#1" / "a.db"
     r = run(["alerts", "--json", "--db", db], tmp_path)
     assert r.code == 0
     assert json.loads(r.out)["active"] == []
