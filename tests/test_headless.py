@@ -9,6 +9,7 @@ data flushed; SIGHUP with an invalid config keeps it running and says why.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -73,6 +74,19 @@ async def test_headless_runs_and_stops_on_signal(
         assert upstreams.mempool.ws_connections >= 1
         for proto in ("coinbase", "kraken", "bitstamp"):
             assert upstreams.exchange.stats[proto].subscribes >= 1, proto
+        # `hashwatch status --json` from another process while the collector writes
+        await wait_for(
+            lambda: db_count(c.db, "feed_status", "state = 'live'") >= 4, 10.0, "live feeds"
+        )
+        r = await arun(["status", "--json", "--db", c.db], tmp_path)
+        assert r.code == 0, r.err
+        status = json.loads(r.out)
+        assert status["tip"]["height"] == upstreams.mempool.chain.tip.height
+        assert 64_000 < status["metrics"]["price_usd"] < 67_000
+        for source in ("mempool", "coinbase", "kraken", "bitstamp"):
+            feed = status["feeds"][source]
+            assert feed["state"] == "live", (source, feed)
+            assert set(feed) >= {"state", "since", "last_message_age_s", "reconnects", "last_error"}
         await push_and_stop(upstreams, c, sig)
         assert "stopped" in c.stderr
         # Backfill asked the local REST server (and nothing else: every URL is local).
