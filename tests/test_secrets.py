@@ -296,3 +296,20 @@ async def test_demo_binds_loopback_only(tmp_path: Path) -> None:
         code = await stop(proc)
     assert code == 0, err.read_text()
     assert "REPLAY" in err.read_text()
+
+
+def test_clear_text_secrets_are_redacted_in_config_output(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(
+        '[[notify.targets]]\nurl = "slack://T0AAAAAAA/B0BBBBBBB/ClearSlackS3cret"\n'
+        '[[notify.targets]]\nurl = "mailto://bob:ClearSmtpPw123@smtp.example.com?to=a@b.c"\n'
+        '[[notify.targets]]\nurl = "json://127.0.0.1:9/x?token=ClearJsonTok77"\n'
+    )
+    cfg.chmod(0o600)
+    for args in (["check-config", cfg], ["--show-config", "--config", cfg]):
+        r = run(args, tmp_path)
+        assert r.code == 0, r.err
+        assert "slack://T" in r.out and "bob:****@smtp.example.com" in r.out
+        assert "token=****" in r.out
+        for secret in ("ClearSlackS3cret", "ClearSmtpPw123", "ClearJsonTok77"):
+            assert secret not in r.both, (args, secret)
