@@ -48,9 +48,9 @@ async def push_and_stop(up: Upstreams, c: Collector, sig: signal.Signals) -> Non
     up.exchange.publish_price(66_666.5)
     for proto in ("coinbase", "kraken", "bitstamp"):
         await up.exchange.drain(proto)
-    # Long enough for loopback delivery, shorter than the writer's 250 ms flush interval:
-    # what is asserted below is stored by the shutdown flush.
-    await asyncio.sleep(0.1)
+    # Long enough for loopback delivery, about the writer's 250 ms flush interval: what is
+    # asserted below is often stored only by the shutdown flush.
+    await asyncio.sleep(0.2)
     c.proc.send_signal(sig)
     code, took = await c.wait_exit(5.0)
     assert code == 0, c.stderr
