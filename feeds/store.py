@@ -18,11 +18,12 @@ Storage conventions (what other modules may rely on):
   never displaces a real block, and a real block at its height replaces it without being
   treated as a reorg.
 * ``candles.minute`` and ``metric_samples.minute`` are epoch seconds floored to the minute.
-  Candles are maintained by an ``AFTER INSERT`` trigger on ``price_ticks``: a tick that is
-  already stored is ignored by ``INSERT OR IGNORE`` and so never fires it, which makes
-  replays harmless (``n`` counts distinct ticks) and keeps the hot path a single
-  ``executemany``. ``open``/``close`` are the prices of the earliest/latest tick *by time*
-  within the minute, so out-of-order ticks are handled.
+  Candles are maintained by ``write_events`` from the ticks a batch *actually inserted*: a
+  tick that is already stored is ignored by the insert and never reaches its candle, which
+  makes replays harmless (``n`` counts distinct ticks). ``open``/``close`` are the prices of
+  the earliest/latest tick *by time* within the minute, so out-of-order ticks are handled.
+  (Not a trigger: one trigger run per tick row, plus a row-at-a-time insert, made the writer
+  the bottleneck of the ingest path; see ``_write_ticks``.)
 * The reference price (``MetricsSnapshot.values['price_usd']``) is stored as ticks of source
   ``'ref'`` (time = snapshot time), so the ``'ref'`` candles get the same idempotence.
   ``latest_prices()`` leaves ``'ref'`` out.
@@ -33,8 +34,10 @@ Storage conventions (what other modules may rely on):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
+import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -94,8 +97,8 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 def _v1_initial(db: sqlite_utils.Database) -> None:
-    """Every table of docs/DESIGN.md. Raw DDL: partial indexes, WITHOUT ROWID and the candle
-    trigger are beyond sqlite-utils' ``create()``."""
+    """Every table of docs/DESIGN.md. Raw DDL: partial indexes and WITHOUT ROWID are beyond
+    sqlite-utils' ``create()``."""
     _execute_script(
         db.conn,
         """
@@ -140,24 +143,6 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
             n INTEGER NOT NULL,
             PRIMARY KEY (source, minute)
         ) WITHOUT ROWID;
-
-        CREATE TRIGGER price_ticks_candle AFTER INSERT ON price_ticks BEGIN
-            INSERT INTO candles (source, minute, open, high, low, close, n)
-            VALUES (NEW.source, CAST(NEW.time / 60 AS INTEGER) * 60,
-                    NEW.price_usd, NEW.price_usd, NEW.price_usd, NEW.price_usd, 1)
-            ON CONFLICT (source, minute) DO UPDATE SET
-                high = max(high, excluded.high),
-                low = min(low, excluded.low),
-                n = n + 1,
-                open = CASE WHEN EXISTS (
-                    SELECT 1 FROM price_ticks WHERE source = NEW.source
-                    AND time >= excluded.minute AND time < NEW.time
-                ) THEN open ELSE excluded.open END,
-                close = CASE WHEN EXISTS (
-                    SELECT 1 FROM price_ticks WHERE source = NEW.source
-                    AND time > NEW.time AND time < excluded.minute + 60
-                ) THEN close ELSE excluded.close END;
-        END;
 
         CREATE TABLE metric_samples (
             name TEXT NOT NULL,
@@ -260,6 +245,112 @@ _OUR_TABLES = frozenset(
         "operator_actions",
     }
 )
+
+
+# --------------------------------------------------------------------------------------
+# Price ticks and their candles (the ingest hot path)
+
+#: Largest multi-row tick ``INSERT`` (4 parameters a row, far below SQLite's limit of 32,766).
+#: Chunks are powers of two, so at most ten statement shapes exist and all of them stay in
+#: the connection's statement cache.
+TICK_CHUNK_MAX = 512
+_TICK_SQL: dict[tuple[int, bool], str] = {}
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    """(start, size) covering ``range(n)`` with power-of-two sizes <= ``TICK_CHUNK_MAX``."""
+    start, size = 0, TICK_CHUNK_MAX
+    while start < n:
+        while size > n - start:
+            size //= 2
+        yield start, size
+        start += size
+
+
+def _tick_insert_sql(rows: int, *, returning: bool) -> str:
+    sql = _TICK_SQL.get((rows, returning))
+    if sql is None:
+        sql = (
+            f"INSERT {'OR IGNORE ' if returning else ''}INTO price_ticks "
+            "(source, time, price_usd, received_at) VALUES "
+            + ",".join(["(?,?,?,?)"] * rows)
+            + (" RETURNING source, time, price_usd" if returning else "")
+        )
+        _TICK_SQL[(rows, returning)] = sql
+    return sql
+
+
+#: One row per (source, minute) a batch touched, with the batch's first and last tick time
+#: in that minute (?8, ?9). ``open`` moves only if no stored tick of the minute is earlier
+#: than the batch's first, ``close`` only if none is later than its last: the same result
+#: whatever order the ticks arrive in. ``n`` adds only newly inserted ticks.
+_CANDLE_UPSERT = """
+INSERT INTO candles (source, minute, open, high, low, close, n)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (source, minute) DO UPDATE SET
+    high = max(high, excluded.high),
+    low = min(low, excluded.low),
+    n = n + excluded.n,
+    open = CASE WHEN EXISTS (
+        SELECT 1 FROM price_ticks WHERE source = ?1 AND time >= ?2 AND time < ?8
+    ) THEN open ELSE excluded.open END,
+    close = CASE WHEN EXISTS (
+        SELECT 1 FROM price_ticks WHERE source = ?1 AND time > ?9 AND time < ?2 + 60
+    ) THEN close ELSE excluded.close END
+"""
+
+_source_of = operator.itemgetter(0)
+_time_of = operator.itemgetter(1)
+_price_of = operator.itemgetter(2)
+
+
+def _candle_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Aggregate newly inserted ``(source, time, price, ...)`` rows into ``_CANDLE_UPSERT``
+    parameters. A source whose rows all fall in one minute (every busy batch) is reduced
+    with C-level builtins; otherwise row by row."""
+    out: list[tuple[Any, ...]] = []
+    sources = set(map(_source_of, rows))
+    for source in sources:
+        sub = rows if len(sources) == 1 else [r for r in rows if r[0] == source]
+        times = list(map(_time_of, sub))
+        first, last = min(times), max(times)
+        minute = int(first // 60) * 60
+        if int(last // 60) * 60 == minute:
+            prices = list(map(_price_of, sub))
+            out.append(
+                (
+                    source,
+                    minute,
+                    prices[times.index(first)],
+                    max(prices),
+                    min(prices),
+                    prices[times.index(last)],
+                    len(sub),
+                    first,
+                    last,
+                )
+            )
+            continue
+        # minute -> [open, high, low, close, n, first time, last time]
+        acc: dict[int, list[Any]] = {}
+        for row in sub:
+            t, p = row[1], row[2]
+            m = int(t // 60) * 60
+            c = acc.get(m)
+            if c is None:
+                acc[m] = [p, p, p, p, 1, t, t]
+                continue
+            c[4] += 1
+            if p > c[1]:
+                c[1] = p
+            elif p < c[2]:
+                c[2] = p
+            if t < c[5]:
+                c[5], c[0] = t, p
+            elif t > c[6]:
+                c[6], c[3] = t, p
+        out.extend((source, m, *c) for m, c in acc.items())
+    return out
 
 
 class StoreMissingError(StoreError):
@@ -554,10 +645,12 @@ class Store:
         statuses: dict[str, tuple[Any, ...]] = {}
         ignored = 0
         floor = self._tick_floor
+        append_tick = ticks.append
         for event in events:
-            if isinstance(event, PriceTick):
+            # ``type() is`` first: price ticks are nearly every event of a busy batch.
+            if type(event) is PriceTick or isinstance(event, PriceTick):
                 if event.time >= floor:
-                    ticks.append((event.source, event.time, event.price_usd, event.received_at))
+                    append_tick((event.source, event.time, event.price_usd, event.received_at))
             elif isinstance(event, Block):
                 blocks.append(event)
             elif isinstance(event, MetricsSnapshot):
@@ -588,11 +681,7 @@ class Store:
         conn = self.db.conn
         with self.transaction():
             if ticks:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO price_ticks (source, time, price_usd, received_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    ticks,
-                )
+                self._write_ticks(conn, ticks)
             for block in blocks:
                 self._write_block(conn, block)
             if samples:
@@ -625,6 +714,32 @@ class Store:
             statuses=len(statuses),
             ignored=ignored,
         )
+
+    @staticmethod
+    def _write_ticks(conn: sqlite3.Connection, ticks: list[tuple[str, float, float, float]]) -> int:
+        """Insert ``(source, time, price_usd, received_at)`` rows and fold the ones that were
+        new into their candles. Returns how many were new.
+
+        Why not ``executemany`` and a trigger: every row was its own ``sqlite3_step`` (each
+        one releases and re-takes the GIL, so a busy event loop stalls the writer thread)
+        and its own trigger run. A multi-row ``INSERT`` is one step per chunk. It fails as a
+        whole (the statement is undone, the transaction is not) when a tick is already
+        stored or repeats within the batch; only then does ``INSERT OR IGNORE ... RETURNING``
+        say which rows SQLite really inserted."""
+        inserted: list[tuple[Any, ...]] = []
+        for start, size in _chunks(len(ticks)):
+            chunk = ticks[start : start + size]
+            params = list(itertools.chain.from_iterable(chunk))
+            try:
+                conn.execute(_tick_insert_sql(size, returning=False), params)
+            except sqlite3.IntegrityError:
+                rows = conn.execute(_tick_insert_sql(size, returning=True), params).fetchall()
+                inserted.extend(rows)
+            else:
+                inserted.extend(chunk)
+        if inserted:
+            conn.executemany(_CANDLE_UPSERT, _candle_rows(inserted))
+        return len(inserted)
 
     def _write_block(self, conn: sqlite3.Connection, b: Block) -> None:
         """Insert one block and keep the active chain consistent (DESIGN.md reorg rule).

@@ -589,3 +589,64 @@ def test_absolute_chainwork_is_kept_when_the_source_reports_it(path: Path) -> No
     assert int(rows[100], 16) == core_chainwork
     assert len(rows[100]) == 64
     assert rows[101] is None
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["coinbase", "kraken"]),
+                st.integers(min_value=0, max_value=150),  # tenths of a second: 3 minutes
+                st.integers(min_value=1, max_value=50),
+            ),
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_candles_equal_the_distinct_ticks_whatever_the_batching(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[str, int, int]]]
+) -> None:
+    """Batches with replays, in-batch duplicates and ticks out of order: every candle is what
+    the distinct stored ticks say (the first arrival of a (source, time) wins)."""
+    path = tmp_path_factory.mktemp("candles") / "hw.db"
+    first: dict[tuple[str, float], float] = {}
+    with Store.open(path) as s:
+        for batch in batches:
+            s.write_events([tick(float(p), MINUTE + t * 0.4, src) for src, t, p in batch])
+            for src, t, p in batch:
+                first.setdefault((src, MINUTE + t * 0.4), float(p))
+        for source in ("coinbase", "kraken"):
+            expect: dict[int, list[tuple[float, float]]] = {}
+            for (src, t), p in first.items():
+                if src == source:
+                    expect.setdefault(int(t // 60) * 60, []).append((t, p))
+            got = {c.minute: c for c in s.candles(source)}
+            assert set(got) == set(expect)
+            for minute, rows in expect.items():
+                rows.sort()
+                prices = [p for _, p in rows]
+                c = got[minute]
+                assert (c.open, c.high, c.low, c.close, c.n) == (
+                    rows[0][1],
+                    max(prices),
+                    min(prices),
+                    rows[-1][1],
+                    len(rows),
+                ), minute
+            assert s.tick_count(source) == sum(len(r) for r in expect.values())
+
+
+def test_large_batch_with_a_replayed_tick_inside_one_chunk(store: Store) -> None:
+    """A multi-row insert that meets one stored tick stores every other one, once."""
+    store.write_events([tick(7.0, MINUTE + 10.0)])
+    batch = [tick(1.0 + i % 5, MINUTE + i * 0.01) for i in range(1500)]
+    batch.append(tick(99.0, MINUTE + 10.0))  # replay at the same time, other price: ignored
+    store.write_events(batch)
+    (c,) = store.candles("coinbase")
+    # i == 1000 is time MINUTE + 10.0 again: 1 stored before + 1499 new, price 7.0 kept
+    assert c.n == 1500
+    assert store.tick_count("coinbase") == 1500
+    assert (c.open, c.close, c.high, c.low) == (1.0, 1.0 + 1499 % 5, 7.0, 1.0)
