@@ -24,6 +24,7 @@ from feeds.bus import Bus
 from feeds.events import (
     Block,
     DailyPoint,
+    DifficultyAdjustment,
     FeedState,
     FeedStatus,
     MetricsSnapshot,
@@ -118,7 +119,9 @@ class Runtime:
     # ----------------------------------------------------------------------- tasks
     async def _metrics_loop(self) -> None:
         sub = self.bus.subscribe(
-            [Block, PriceTick, DailyPoint, FeedStatus], maxsize=5000, name="metrics"
+            [Block, PriceTick, DailyPoint, FeedStatus, DifficultyAdjustment],
+            maxsize=5000,
+            name="metrics",
         )
         engine = self.engine
         last_published = 0.0
@@ -136,6 +139,9 @@ class Runtime:
                         engine.on_daily(event)
                     elif isinstance(event, FeedStatus):
                         engine.on_feed_status(event)
+                    elif isinstance(event, DifficultyAdjustment):
+                        # mempool's figure for the last retarget, used while h0-1 is not held
+                        engine.on_difficulty_adjustment(event)
                 mono = time.monotonic()
                 if new_block or not batch or mono - last_published >= SNAPSHOT_MIN_SPACING_S:
                     self.bus.publish(engine.snapshot(self.clock()))

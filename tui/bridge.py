@@ -125,7 +125,10 @@ class DisplayBuffer:
                 self.blocks_seen += 1
                 p.blocks.append(event)
                 if len(p.blocks) > MAX_PENDING_BLOCKS:
-                    del p.blocks[: len(p.blocks) - MAX_PENDING_BLOCKS]
+                    # Drop the lowest height, not the earliest arrival: REST backfill comes
+                    # newest-first, so its last blocks are the oldest (arrival order of
+                    # the kept ones is preserved for reorg replacement in the panel).
+                    p.blocks.remove(min(p.blocks, key=lambda b: b.height))
             case DailyPoint():
                 p.daily.append(event)
             case AlertTransition():

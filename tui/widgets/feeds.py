@@ -47,8 +47,11 @@ class FeedsFooter(Panel):
         narrow = self.screen.has_class("-narrow")
         shown = [
             (name, s)
-            for name, s in sorted(self.statuses.items())
-            # Narrow: sources switched off on purpose (standbys) would push real ones off.
+            # Sources switched off on purpose (standbys) go last: on one line they would
+            # push real ones (the block feed) off the edge; narrow leaves them out entirely.
+            for name, s in sorted(
+                self.statuses.items(), key=lambda i: (i[1].state is FeedState.DISABLED, i[0])
+            )
             if not (narrow and s.state is FeedState.DISABLED)
         ]
         for i, (name, s) in enumerate(shown):
