@@ -87,6 +87,8 @@ class Plan:
     settle_s: float
     judge_memory: bool
     mode: str
+    #: fault kinds confined to a fraction of the replay
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def short(cls, seed: int) -> Plan:
@@ -125,6 +127,7 @@ class Plan:
             history_blocks=440,
             synthetic_prefix=5330 - 440,
             warmup_blocks=150,
+            windows={"sigkill": (0.0, 0.5)},
             price_period_s=60.0,
             price_amplitude=0.18,
             per_kind=per_kind,
@@ -486,7 +489,11 @@ class Soak:
         for b in history:
             chain.next_block(timestamp=b.time, bits=b.bits, difficulty=b.difficulty)
         schedule = build_schedule(
-            len(replay), seed=plan.seed, per_kind=plan.per_kind, warmup_blocks=plan.warmup_blocks
+            len(replay),
+            seed=plan.seed,
+            per_kind=plan.per_kind,
+            warmup_blocks=plan.warmup_blocks,
+            windows=plan.windows,
         )
         faults_at: dict[int, list[Fault]] = {}
         for f in schedule:

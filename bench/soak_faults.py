@@ -180,22 +180,31 @@ class Fault:
 
 
 def build_schedule(
-    n_blocks: int, *, seed: int, per_kind: dict[str, int], warmup_blocks: int = 10
+    n_blocks: int,
+    *,
+    seed: int,
+    per_kind: dict[str, int],
+    warmup_blocks: int = 10,
+    windows: dict[str, tuple[float, float]] | None = None,
 ) -> list[Fault]:
     """A seeded schedule with ``per_kind[k]`` faults of each kind spread over the replay.
 
     Each kind's faults fall in distinct slices of the replay (so they spread over the month)
     at a random point within the slice. The last 5% of the replay is kept fault-free, so the
-    end state is judged after the system had a chance to settle.
+    end state is judged after the system had a chance to settle. ``windows`` narrows a kind
+    to a fraction of the replay (the full month kills only in its first half, so that the
+    last collector runs two weeks and its memory shows any leak).
     """
     rng = random.Random(seed)
     usable = max(1, int(n_blocks * 0.95) - warmup_blocks)
     out: list[Fault] = []
     for kind in FAULT_KINDS:
         count = per_kind.get(kind, 0)
+        a, b = (windows or {}).get(kind, (0.0, 1.0))
+        start, span = warmup_blocks + int(usable * a), max(1, int(usable * (b - a)))
         for i in range(count):
-            lo = warmup_blocks + usable * i // count
-            hi = warmup_blocks + usable * (i + 1) // count
+            lo = start + span * i // count
+            hi = start + span * (i + 1) // count
             at = rng.randrange(lo, max(lo + 1, hi))
             out.append(Fault(at, kind, _arg_for(kind, i, rng)))
     out.sort(key=lambda f: (f.at_block, f.kind))

@@ -311,6 +311,7 @@ def resources(expected: dict[str, Any]) -> dict[str, Any]:
     growth = (last["rss_mb"] / first["rss_mb"] - 1) * 100 if first["rss_mb"] else float("nan")
     n = len(days)
     return {
+        "longest_process": _longest_process(days),
         "rss_day1_mb": first["rss_mb"],
         "rss_last_day_mb": last["rss_mb"],
         "rss_growth_pct": round(growth, 1),
@@ -321,13 +322,41 @@ def resources(expected: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _longest_process(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """RSS growth of the collector process that ran longest without a restart (its first
+    day-end sample skipped: a process restarted during that day was still warming up)."""
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for d in days:
+        by_pid.setdefault(d["pid"], []).append(d)
+    runs = [r[1:] if len(r) > 2 else r for r in by_pid.values()]
+    run = max(runs, key=lambda r: r[-1]["day"] - r[0]["day"])
+    span = run[-1]["day"] - run[0]["day"]
+    growth = run[-1]["rss_mb"] - run[0]["rss_mb"]
+    return {
+        "pid": run[0]["pid"],
+        "from_day": run[0]["day"],
+        "to_day": run[-1]["day"],
+        "rss_from_mb": run[0]["rss_mb"],
+        "rss_to_mb": run[-1]["rss_mb"],
+        "mb_per_day": round(growth / span, 2) if span else 0.0,
+    }
+
+
 def judge_memory(res: dict[str, Any], *, asserted: bool) -> Check:
     growth = res.get("rss_growth_pct", float("nan"))
     ok = isinstance(growth, float) and growth <= MEMORY_GROWTH_LIMIT_PCT
+    lp = res.get("longest_process") or {}
+    longest = (
+        f"; longest-running collector (days {lp['from_day']}-{lp['to_day']}): "
+        f"{lp['rss_from_mb']} -> {lp['rss_to_mb']} MB, {lp['mb_per_day']:+.2f} MB/day"
+        if lp
+        else ""
+    )
     return Check(
         f"memory day 1 vs last day (<= {MEMORY_GROWTH_LIMIT_PCT:g}%)",
         ok or not asserted,
         f"{res.get('rss_day1_mb')} MB -> {res.get('rss_last_day_mb')} MB ({growth:+.1f}%)"
+        + longest
         + ("" if asserted else " [reported, judged on the full month]"),
         asserted=asserted,
     )
