@@ -196,3 +196,23 @@ async def test_cancel_while_an_event_arrives_is_not_swallowed() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     sub.close()
+
+
+async def test_sigterm_during_a_slow_backfill_stops_within_2s(
+    tmp_path: Path, upstreams: Upstreams
+) -> None:
+    """The REST backfill hangs on a slow upstream: SIGTERM still ends the collector in time
+    (the requests in flight are cancelled, not awaited)."""
+    upstreams.mempool.fail_rest("/v1/blocks", times=100, status=200, delay_s=3.5)
+    c = await start_collector(tmp_path, upstreams.feeds_toml())
+    try:
+        await wait_for(
+            lambda: upstreams.mempool.rest_in_flight >= 1, 20.0, "a backfill request in flight"
+        )
+        c.proc.send_signal(signal.SIGTERM)
+        code, took = await c.wait_exit(5.0)
+        assert code == 0, c.stderr
+        assert took < 2.0, f"exit took {took:.2f} s"
+        assert_clean_logs(c.stderr)
+    finally:
+        await c.kill()
