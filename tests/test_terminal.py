@@ -76,7 +76,10 @@ def panel_problems(screen: Screen, *, wide: bool) -> list[str]:
         screen.panel("Hashrate (EH/s)"),
         "hashrate",
         *(rf"\b{w} +\d[\d,]*\.\d{unit} ±\d+%" for w in ("1d", "3d", "7d")),
-        rf"impl +\d[\d,]*\.\d{unit}",
+        # implied hashrate and both peak distances on one line (real 4-digit EH/s figures
+        # once wrapped it and pushed the compact chart out), then the daily chart
+        rf"impl +\d[\d,]*\.\d{unit} .*30d?.* [+-]?\d+\.\d%.* 90d [+-]?\d+\.\d%",
+        r"daily [▁▂▃▄▅▆▇█ ]*[▁▂▃▄▅▆▇█]",
     )
     _need(
         problems,

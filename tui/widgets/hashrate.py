@@ -48,22 +48,36 @@ class HashratePanel(Panel):
             return None
         return (h7 / peak - 1.0) * 100.0
 
+    def _implied_and_peaks(self) -> Text:
+        """One line; labels shorten when real figures (4-digit EH/s, double-digit percent)
+        would wrap it and push the chart off a compact panel."""
+        d30, d90 = self.distance_from_peak(30), self.distance_from_peak(90)
+        width = self.content_size.width
+        labels = (
+            (self.lbl("  7d vs peak 30d ", "  peak 30d "), "  90d "),
+            ("  vs peak 30d ", "  90d "),
+            (" peak30 ", " 90d "),
+        )
+        line = Text()
+        for l30, l90 in labels:
+            line = Text.assemble(
+                ("impl ", "dim"),
+                self.mtext("hashrate_implied", self._hr),
+                (l30, "dim"),
+                fmt.value_text(fmt.pct(d30)),
+                (l90, "dim"),
+                fmt.value_text(fmt.pct(d90)),
+            )
+            if not width or line.cell_len <= width:
+                break
+        return line
+
     def render(self) -> Group:
         rows = [
             Text.assemble(self._window("1d"), "  ", self._window("3d")),
             Text.assemble(self._window("7d"), "  ", self._window("30d")),
         ]
-        d30, d90 = self.distance_from_peak(30), self.distance_from_peak(90)
-        rows.append(
-            Text.assemble(
-                ("impl ", "dim"),
-                self.mtext("hashrate_implied", self._hr),
-                (self.lbl("  7d vs peak 30d ", "  peak 30d "), "dim"),
-                fmt.value_text(fmt.pct(d30)),
-                ("  90d ", "dim"),
-                fmt.value_text(fmt.pct(d90)),
-            )
-        )
+        rows.append(self._implied_and_peaks())
         series = [self.daily[d] for d in sorted(self.daily)]
         width = max(8, self.content_size.width - 6)
         height = 1 if self.compact else max(1, self.content_size.height - 4)
