@@ -15,7 +15,7 @@ from textual.reactive import reactive
 from feeds.events import AlertState, AlertTransition
 from tui import format as fmt
 from tui.messages import AlertRow
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 ACTIVE = (AlertState.PENDING.value, AlertState.FIRING.value)
 #: transitions worth a history line; INACTIVE/NO_DATA churn (start-up, warm-up) is noise
@@ -74,12 +74,12 @@ class AlertsPanel(Panel, can_focus=True):
     ]
 
     #: pending/firing alerts by rule
-    active: reactive[dict[str, AlertRow]] = reactive(dict)
+    active: reactive[dict[str, AlertRow]] = data(dict)
     #: recent transitions, newest first
-    history: reactive[tuple[AlertRow, ...]] = reactive(tuple)
-    cursor: reactive[int] = reactive(0)
+    history: reactive[tuple[AlertRow, ...]] = data(tuple)
+    cursor: reactive[int] = data(0)
     #: silences this UI asked for (rule -> until), shown until the store confirms them
-    requested: reactive[dict[str, float]] = reactive(dict)
+    requested: reactive[dict[str, float]] = data(dict)
 
     def ordered(self) -> list[AlertRow]:
         """Firing before pending, then oldest first: the order rows are shown and selected."""
@@ -98,7 +98,7 @@ class AlertsPanel(Panel, can_focus=True):
         until = max(r.silenced_until or 0.0, self.requested.get(r.rule, 0.0))
         return f" silenced {fmt.duration(until - self.now)}" if until > self.now else ""
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         lines: list[Text] = []
         rows = self.ordered()
         sel = self.selected

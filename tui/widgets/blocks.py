@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
@@ -11,7 +13,7 @@ from textual.reactive import reactive
 from feeds.events import Block
 from tui import format as fmt
 from tui.messages import BlockRow
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 KEEP = 30
 
@@ -54,6 +56,48 @@ def _interval(newer: BlockRow, older: BlockRow | None) -> str:
     return ("-" if delta < 0 else "") + fmt.duration(abs(delta))
 
 
+COLUMNS = ("height", "age", "interval", "pool", "tx", "fees ₿", "reward ₿")
+#: pool is the only left-aligned column
+LEFT = frozenset({"pool"})
+
+
+def _distribute(total: int, ratios: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``ratios``, rounding up as it goes (Rich's
+    ``ratio_distribute``, so the columns land where a Rich ``Table(expand=True)`` puts them)."""
+    left, remaining, out = sum(ratios), total, []
+    for r in ratios:
+        share = math.ceil(r * remaining / left) if left > 0 else remaining
+        out.append(share)
+        left -= r
+        remaining -= share
+    return out
+
+
+def table_lines(cells: list[tuple[str, ...]], width: int) -> list[str] | None:
+    """The table as lines of exactly ``width`` cells: the layout of ``Table(box=None,
+    expand=True, padding=(0, 1), pad_edge=False)`` with no-wrap columns, built with string
+    arithmetic (a Rich table measures and renders every cell as a renderable: ~30x slower,
+    and the ages make this panel repaint every second). None when the columns do not fit."""
+    n = len(COLUMNS)
+    pads = [(0 if i == 0 else 1, 0 if i == n - 1 else 1) for i in range(n)]
+    content = [max(cell_len(row[i]) for row in cells) for i in range(n)]
+    widths = [max(1, c + lp + rp) for c, (lp, rp) in zip(content, pads, strict=True)]
+    spare = width - sum(widths)
+    if spare < 0:
+        return None
+    if spare:
+        widths = [w + extra for w, extra in zip(widths, _distribute(spare, widths), strict=True)]
+    lines = []
+    for row in cells:
+        parts = []
+        for i, (cell, w, (lp, rp)) in enumerate(zip(row, widths, pads, strict=True)):
+            gap = w - lp - rp - cell_len(cell)
+            body = cell + " " * gap if COLUMNS[i] in LEFT else " " * gap + cell
+            parts.append(" " * lp + body + " " * rp)
+        lines.append("".join(parts))
+    return lines
+
+
 class BlocksPanel(Panel):
     TITLE = "Blocks"
     USES_SNAPSHOT = False
@@ -62,25 +106,41 @@ class BlocksPanel(Panel):
     BlocksPanel { height: 1fr; min-height: 4; }
     """
 
-    rows: reactive[tuple[BlockRow, ...]] = reactive(tuple)
+    rows: reactive[tuple[BlockRow, ...]] = data(tuple)
 
-    def render(self) -> Table | Text:
-        if not self.rows:
-            return Text("no blocks yet", style="dim")
-        table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="dim")
-        for name in ("height", "age", "interval", "pool", "tx", "fees ₿", "reward ₿"):
-            table.add_column(name, justify="left" if name == "pool" else "right", no_wrap=True)
+    def cells(self) -> list[tuple[str, ...]]:
+        """Header and the rows that fit, as strings."""
         fit = max(1, self.content_size.height - 1) if self.content_size.height else len(self.rows)
         rows = self.rows
+        out: list[tuple[str, ...]] = [COLUMNS]
         for i, r in enumerate(rows[:fit]):
             older = rows[i + 1] if i + 1 < len(rows) else None
-            table.add_row(
-                f"{r.height:,}",
-                fmt.age(self.now - r.first_seen),
-                _interval(r, older),
-                (r.pool or "unknown")[:16],
-                fmt.num(r.tx_count),
-                fmt.btc(r.fees_sats, 3),
-                fmt.btc(r.reward_sats, 3),
+            out.append(
+                (
+                    f"{r.height:,}",
+                    fmt.age(self.now - r.first_seen),
+                    _interval(r, older),
+                    (r.pool or "unknown")[:16],
+                    fmt.num(r.tx_count),
+                    fmt.btc(r.fees_sats, 3),
+                    fmt.btc(r.reward_sats, 3),
+                )
             )
+        return out
+
+    def build(self) -> Table | Text:
+        if not self.rows:
+            return Text("no blocks yet", style="dim")
+        cells = self.cells()
+        lines = table_lines(cells, self.content_size.width)
+        if lines is not None:
+            out = Text("\n".join(lines), no_wrap=True, end="")
+            out.stylize("dim", 0, len(lines[0]))  # the header, as Rich's header_style does
+            return out
+        # Too narrow for every column: let Rich shrink them.
+        table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="dim")
+        for name in COLUMNS:
+            table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True)
+        for row in cells[1:]:
+            table.add_row(*row)
         return table

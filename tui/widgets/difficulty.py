@@ -27,7 +27,7 @@ class DifficultyPanel(Panel):
         tip = self.metric("tip_height")
         return None if tip is None else int(tip) % EPOCH
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         change = self.metric("difficulty_change_pct")
         head = Text.assemble(
             self.mtext("difficulty", fmt.difficulty, style="bold"),

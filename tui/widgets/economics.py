@@ -24,7 +24,7 @@ class EconomicsPanel(Panel):
     TITLE = "Economics ($/PH/day)"
     TICKS = False
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         margin = self.metric("margin")
         verdict = "" if margin is None else (" profit" if margin >= 0 else " LOSS")
         cost = Text.assemble(

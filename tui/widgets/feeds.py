@@ -7,7 +7,7 @@ from textual.reactive import reactive
 
 from feeds.events import BackfillProgress, FeedState, FeedStatus
 from tui import format as fmt
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 #: state words carry the meaning without colour; the symbol is a glance aid
 STATE_LOOK = {
@@ -27,11 +27,11 @@ class FeedsFooter(Panel):
     FeedsFooter { height: auto; max-height: 2; border-top: none; padding: 0 1; background: $boost; }
     """
 
-    statuses: reactive[dict[str, FeedStatus]] = reactive(dict)
-    backfill: reactive[dict[str, BackfillProgress]] = reactive(dict)
+    statuses: reactive[dict[str, FeedStatus]] = data(dict)
+    backfill: reactive[dict[str, BackfillProgress]] = data(dict)
     #: newest receive time of data per source (ticks, live blocks): FeedStatus is only
     #: published on state changes, so its last_message_at alone goes stale while data flows
-    last_seen: reactive[dict[str, float]] = reactive(dict)
+    last_seen: reactive[dict[str, float]] = data(dict)
 
     def last_message_at(self, s: FeedStatus) -> float | None:
         candidates = [t for t in (s.last_message_at, self.last_seen.get(s.source)) if t]
@@ -40,7 +40,7 @@ class FeedsFooter(Panel):
             candidates.append(self.snapshot.at - age)
         return max(candidates) if candidates else None
 
-    def render(self) -> Text:
+    def build(self) -> Text:
         out = Text("feeds ", style="bold")
         if not self.statuses:
             out.append("starting…", style="dim")

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 
 from tui import format as fmt
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 DAY = 86400
 
@@ -18,7 +18,7 @@ class HashratePanel(Panel):
     TICKS = False
 
     #: daily network hashrate (UTC day epoch -> H/s), from the store and live backfill points
-    daily: reactive[dict[int, float]] = reactive(dict)
+    daily: reactive[dict[int, float]] = data(dict)
 
     def _window(self, w: str) -> Text:
         name = f"hashrate_{w}"
@@ -72,7 +72,7 @@ class HashratePanel(Panel):
                 break
         return line
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         rows = [
             Text.assemble(self._window("1d"), "  ", self._window("3d")),
             Text.assemble(self._window("7d"), "  ", self._window("30d")),

@@ -8,18 +8,18 @@ from textual.reactive import reactive
 
 from feeds.events import MetricsSnapshot, PriceTick
 from tui import format as fmt
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 
 class PricePanel(Panel):
     TITLE = "Price BTC/USD"
 
     #: newest tick per source (ages tick from ``received_at`` against ``now``)
-    ticks: reactive[dict[str, PriceTick]] = reactive(dict)
+    ticks: reactive[dict[str, PriceTick]] = data(dict)
     #: (minute, reference price) of the last 24 h, oldest first (from the store)
-    points: reactive[tuple[tuple[int, float], ...]] = reactive(tuple)
+    points: reactive[tuple[tuple[int, float], ...]] = data(tuple)
     #: reference price about 24 h ago (None until a day of history exists)
-    price_24h_ago: reactive[float | None] = reactive(None)
+    price_24h_ago: reactive[float | None] = data(None)
     #: a source whose last tick is older than this is marked stale (config feeds.price_fresh_after)
     fresh_after: float = 60.0
 
@@ -72,7 +72,7 @@ class PricePanel(Panel):
                 lines.append(e)
         return lines
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         change = self.change_24h()
         head = Text.assemble(
             self.mtext("price_usd", lambda v: fmt.usd(v), style="bold"),

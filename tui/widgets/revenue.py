@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.reactive import reactive
 
 from tui import format as fmt
-from tui.widgets.panel import Panel
+from tui.widgets.panel import Panel, data
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ class RevenuePanel(Panel):
     TICKS = False
 
     #: metric values about 24 h and 7 d ago (from the store's per-minute samples)
-    past_24h: reactive[dict[str, float | None]] = reactive(dict)
-    past_7d: reactive[dict[str, float | None]] = reactive(dict)
+    past_24h: reactive[dict[str, float | None]] = data(dict)
+    past_7d: reactive[dict[str, float | None]] = data(dict)
 
     def fee_share_pct(self) -> float | None:
         fees, subsidy = self.metric("fees_avg_144"), self.metric("subsidy_sats")
@@ -86,7 +86,7 @@ class RevenuePanel(Panel):
             t.append(fmt.pct(v))
         return t
 
-    def render(self) -> Group:
+    def build(self) -> Group:
         head = Text.assemble(
             self.mtext("hashprice", fmt.hashprice, style="bold"),
             "  ",
