@@ -21,8 +21,6 @@ from support_terminal import Screen, Tmux, tmux_path
 from feeds.events import Block
 from tui.bridge import MAX_PENDING_BLOCKS, DisplayBuffer
 
-pytestmark = pytest.mark.slow
-
 HASHWATCH = Path(sys.executable).parent / "hashwatch"
 #: 600x: a block about every wall second, ticks every ~30 ms; the backfill of ~3,500 real
 #: blocks from the local mempool stand-in fills the windows within seconds.
@@ -174,6 +172,7 @@ def quit_and_check_clean(term: Tmux) -> None:
     assert modes is not None and modes.group(1) == "icanon,echo,", after.text
 
 
+@pytest.mark.slow
 def test_demo_in_a_real_terminal_160x48(terminal, tmp_path: Path) -> None:
     term = terminal(160, 48)
     start_demo(term, tmp_path)
@@ -194,6 +193,7 @@ def test_demo_in_a_real_terminal_160x48(terminal, tmp_path: Path) -> None:
     quit_and_check_clean(term)
 
 
+@pytest.mark.slow
 def test_demo_in_a_real_terminal_80x24_compact(terminal, tmp_path: Path) -> None:
     term = terminal(80, 24)
     start_demo(term, tmp_path)
