@@ -70,6 +70,7 @@ def _feeds_json(feed_rows: list[Any], now: float) -> dict[str, Any]:
             ),
             "reconnects": status.reconnects,
             "last_error": status.last_error,
+            "detail": status.detail,
         }
     return feeds
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ SNAPSHOT_TICK_S = 5.0
 #: Minimum spacing of snapshots driven by price ticks (20 ticks/s must not mean 20 snapshots/s).
 SNAPSHOT_MIN_SPACING_S = 1.0
 PRUNE_EVERY_S = 300.0
+#: ends the divergence text the runtime appends to a FeedStatus detail (recognises its own)
+_FLAG_MARK = " (median check)"
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Runtime:
         self.engine: Any = None
         self.writer: Any = None
         self.ready = asyncio.Event()
+        self._last_status: dict[str, FeedStatus] = {}
+        self._flags: dict[str, str | None] = {}
         self._snapshot_due = asyncio.Event()
 
     # ----------------------------------------------------------------- building blocks
@@ -85,6 +90,7 @@ class Runtime:
             econ.fleet,
             econ.network,
             price_fresh_after_s=self.config.feeds.price_fresh_after,
+            price_divergence_pct=self.config.feeds.price_divergence_pct,
             clock=self.clock,
         )
 
@@ -144,10 +150,37 @@ class Runtime:
                         engine.on_difficulty_adjustment(event)
                 mono = time.monotonic()
                 if new_block or not batch or mono - last_published >= SNAPSHOT_MIN_SPACING_S:
-                    self.bus.publish(engine.snapshot(self.clock()))
+                    now = self.clock()
+                    self.bus.publish(engine.snapshot(now))
+                    self._flag_divergent_prices(now, batch)
                     last_published = mono
         finally:
             sub.close()
+
+    def _flag_divergent_prices(self, now: float, batch: list[Any]) -> None:
+        """A price source more than ``price_divergence_pct`` off the median of the others is
+        flagged in its own FeedStatus (DOMAIN.md), so the footer and ``status`` show it.
+
+        The flag rides on the adapter's latest status; when the adapter publishes a new
+        status (which knows nothing of the flag), the flag is put back on it."""
+        renewed = set()
+        for event in batch:
+            # Our own republished statuses come back through the bus: recognise and skip them.
+            if isinstance(event, FeedStatus) and not (event.detail or "").endswith(_FLAG_MARK):
+                self._last_status[event.source] = event
+                renewed.add(event.source)
+        flagged = self.engine.prices.flagged(now)
+        for source, status in self._last_status.items():
+            pct = flagged.get(source)
+            text = f"price {pct:+.1f}% off the other sources{_FLAG_MARK}" if pct else None
+            if text == self._flags.get(source) and source not in renewed:
+                continue
+            if text is None and self._flags.get(source) is None:
+                continue
+            self._flags[source] = text
+            base = (status.detail or "").strip()
+            detail = "; ".join(p for p in (base, text) if p) or None
+            self.bus.publish(dataclasses.replace(status, detail=detail, received_at=now))
 
     async def _prune_loop(self) -> None:
         retention = self.config.database.price_tick_retention
