@@ -30,7 +30,10 @@ class Subscription:
         self._queue: collections.deque[Event] = collections.deque()
         # Overflow for coalescable events once the queue is at its bound: newest per key.
         self._overflow: dict[tuple[type[Event], object], Event] = {}
+        # Set by ``_put`` only while a ``get_batch`` waits (``_waiting``): publishing to a
+        # consumer that is busy or has events pending anyway costs no call at all.
         self._waiter: asyncio.Event = asyncio.Event()
+        self._waiting = 0
         self.coalesced = 0
         self.closed = False
 
@@ -38,26 +41,33 @@ class Subscription:
         return self.kinds is None or isinstance(event, self.kinds)
 
     def _put(self, event: Event) -> None:
-        key_attr = COALESCABLE.get(type(event))
-        if key_attr is not None and len(self._queue) >= self.maxsize:
-            key = (type(event), getattr(event, key_attr))
-            if key in self._overflow:
-                self.coalesced += 1
-            self._overflow[key] = event
+        queue = self._queue
+        if len(queue) < self.maxsize:
+            queue.append(event)
         else:
-            self._queue.append(event)
-        self._waiter.set()
+            key_attr = COALESCABLE.get(type(event))
+            if key_attr is None:
+                queue.append(event)  # never dropped, bound or not
+            else:
+                key = (type(event), getattr(event, key_attr))
+                if key in self._overflow:
+                    self.coalesced += 1
+                self._overflow[key] = event
+        if self._waiting:
+            self._waiter.set()
 
     def pending(self) -> int:
         return len(self._queue) + len(self._overflow)
 
     def get_nowait(self, limit: int | None = None) -> list[Event]:
         """Everything pending (up to ``limit``), oldest first, without waiting."""
-        out: list[Event] = []
         q = self._queue
-        n = len(q) if limit is None else min(limit, len(q))
-        for _ in range(n):
-            out.append(q.popleft())
+        if limit is None or limit >= len(q):
+            out = list(q)
+            q.clear()
+        else:
+            popleft = q.popleft
+            out = [popleft() for _ in range(limit)]
         if self._overflow and (limit is None or len(out) < limit):
             out.extend(self._overflow.values())
             self._overflow.clear()
@@ -74,6 +84,8 @@ class Subscription:
         if not self.pending():
             if self.closed:
                 return []
+            self._waiter.clear()  # nothing pending: only a later _put (or wake) may set it
+            self._waiting += 1
             try:
                 if timeout is None:
                     await self._waiter.wait()
@@ -85,7 +97,14 @@ class Subscription:
                         await self._waiter.wait()
             except TimeoutError:
                 return []
+            finally:
+                self._waiting -= 1
         return self.get_nowait(limit)
+
+    def wake(self) -> None:
+        """Make a waiting ``get_batch`` return now (with nothing, if nothing is pending): how
+        a consumer's own ``close()`` interrupts its read without a second task."""
+        self._waiter.set()
 
     async def get(self) -> Event:
         while True:
@@ -143,11 +162,13 @@ class Bus:
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        key_attr = COALESCABLE.get(type(event))
+        cls = type(event)
+        key_attr = COALESCABLE.get(cls)
         if key_attr is not None:
-            self._latest[(type(event), getattr(event, key_attr))] = event
+            self._latest[(cls, getattr(event, key_attr))] = event
         for sub in self._subs:
-            if sub.wants(event):
+            kinds = sub.kinds  # ``sub.wants`` inlined: this runs for every event
+            if kinds is None or isinstance(event, kinds):
                 sub._put(event)
 
     def latest(self, kind: type[Event]) -> list[Event]:

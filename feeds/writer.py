@@ -34,6 +34,8 @@ BATCH_MAX_DELAY_S = 0.25
 PRUNE_INTERVAL_S = 300.0
 CLOSE_TIMEOUT_S = 2.0
 IDLE_WAKE_S = 5.0
+#: Full batches handed to the writer thread in one call when the writer is behind.
+MAX_BATCHES_PER_CALL = 32
 
 
 def default_retry_delays() -> Iterator[float]:
@@ -140,6 +142,10 @@ class Writer:
         self.batches += 1
         self._maybe_prune()
 
+    def _write_batches(self, batches: Sequence[Sequence[Event]]) -> None:
+        for batch in batches:
+            self._write_batch(batch)
+
     def _write_one_by_one(self, batch: Sequence[Event], exc: BaseException) -> None:
         """A batch failed for a reason other than a lock: isolate the bad event(s) so one
         malformed event cannot take its neighbours (or the writer) down with it."""
@@ -214,23 +220,9 @@ class Writer:
         return batch
 
     async def _wait_batch(self, sub: Subscription, limit: int, wait_s: float) -> list[Event]:
-        """``sub.get_batch`` that also returns at once when ``close()`` is called."""
-        getter = asyncio.ensure_future(sub.get_batch(limit=limit, timeout=wait_s))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            stopper.cancel()
-            if getter.done() and not getter.cancelled():
-                self._buf.extend(getter.result())  # already off the bus: close() writes it
-            else:
-                getter.cancel()
-            raise
-        stopper.cancel()
-        if getter.done():
-            return getter.result()
-        getter.cancel()  # nothing was taken from the bus yet
-        return []
+        """``sub.get_batch``; ``close()`` interrupts it with ``sub.wake()``. One await, no
+        tasks: a cancellation can only arrive while nothing has been taken off the bus."""
+        return await sub.get_batch(limit=limit, timeout=wait_s)
 
     async def run(self, subscription: Subscription) -> None:
         """Write everything the subscription delivers until it is closed, ``close()`` is
@@ -259,8 +251,17 @@ class Writer:
                 if self._buf and (
                     len(self._buf) >= self.batch_max_events or loop.time() >= deadline or ended
                 ):
-                    batch, self._buf = self._buf, []
-                    await self._write(batch)
+                    batches, self._buf = [self._buf], []
+                    # Behind by more full batches: hand them over in the same thread call
+                    # (each still its own transaction of <= batch_max_events). The run loop
+                    # gets a turn only when the feeds let the event loop breathe; one batch
+                    # per turn fell behind a flood of frames and price ticks were coalesced.
+                    while (
+                        len(batches) < MAX_BATCHES_PER_CALL
+                        and subscription.pending() >= self.batch_max_events
+                    ):
+                        batches.append(subscription.get_nowait(self.batch_max_events))
+                    await self._submit(self._write_batches, batches)
                 elif not self._buf and self._prune_due():
                     await self._submit(self._maybe_prune)
                 if ended and not self._buf:
@@ -289,6 +290,8 @@ class Writer:
         if self._closed:
             return
         self._stop.set()
+        if self._sub is not None:
+            self._sub.wake()  # the run loop may be waiting for events: let it see _stop
         if self._run_done is not None and not self._run_done.is_set():
             try:
                 await asyncio.wait_for(self._run_done.wait(), CLOSE_TIMEOUT_S / 2)

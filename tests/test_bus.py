@@ -11,8 +11,15 @@ def _tick(source: str, price: float, t: float = 0.0) -> PriceTick:
 
 
 def _block(h: int) -> Block:
-    return Block(height=h, hash=f"{h:064x}", prev_hash=None, time=h, bits=0x1701F303,
-                 source="t", received_at=0.0)
+    return Block(
+        height=h,
+        hash=f"{h:064x}",
+        prev_hash=None,
+        time=h,
+        bits=0x1701F303,
+        source="t",
+        received_at=0.0,
+    )
 
 
 async def test_fan_out_filters_by_kind() -> None:
@@ -80,3 +87,38 @@ async def test_closed_subscription_ends_iteration() -> None:
     assert len(seen) == 1
     bus.publish(_tick("a", 2.0))
     assert sub.pending() == 0
+
+
+async def test_waiting_consumer_is_woken_by_publish_and_by_wake() -> None:
+    bus = Bus()
+    sub = bus.subscribe([PriceTick])
+    waiting = asyncio.create_task(sub.get_batch(timeout=5))
+    await asyncio.sleep(0)  # now waiting
+    bus.publish(_tick("a", 1.0))
+    assert [e.price_usd for e in await asyncio.wait_for(waiting, 1)] == [1.0]
+    # wake(): returns at once with nothing, and the next wait waits again.
+    waiting = asyncio.create_task(sub.get_batch(timeout=5))
+    await asyncio.sleep(0)
+    sub.wake()
+    assert await asyncio.wait_for(waiting, 1) == []
+    assert await sub.get_batch(timeout=0.01) == []
+    # Published while nobody waits: pending, returned without waiting.
+    bus.publish(_tick("a", 2.0))
+    bus.publish(_tick("a", 3.0))
+    assert [e.price_usd for e in await sub.get_batch(limit=1, timeout=0)] == [2.0]
+    assert [e.price_usd for e in await sub.get_batch(timeout=0)] == [3.0]
+
+
+async def test_cancelled_wait_takes_nothing_off_the_bus() -> None:
+    bus = Bus()
+    sub = bus.subscribe()
+    waiting = asyncio.create_task(sub.get_batch(timeout=5))
+    await asyncio.sleep(0)
+    bus.publish(_tick("a", 1.0))
+    waiting.cancel()  # in the same loop iteration as the wake-up
+    try:
+        await waiting
+    except asyncio.CancelledError:
+        assert sub.pending() == 1  # still there for the next read
+    else:
+        assert sub.pending() == 0

@@ -238,3 +238,49 @@ async def test_bad_database_file_fails_early(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not SQLite"):
         await writer.open()
     await writer.close()
+
+
+async def test_writer_far_behind_keeps_up_without_coalescing_in_bounded_transactions(
+    path: Path,
+) -> None:
+    """A backlog of many full batches is written (each its own transaction of <= 1,000
+    events) without the subscription ever reaching its bound."""
+    bus = Bus()
+    writer = Writer(path)
+    sizes: list[int] = []
+    original = Store.write_events
+
+    def spy(self: Store, events):  # type: ignore[no-untyped-def]
+        events = list(events)
+        sizes.append(len(events))
+        return original(self, events)
+
+    sub = bus.subscribe(maxsize=20_000, name="writer")
+    task = asyncio.create_task(writer.run(sub))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Store, "write_events", spy)
+        for i in range(15_000):
+            bus.publish(tick(70_000 + i % 7, MINUTE + i * 0.001))
+        await writer.flush()
+        await wait_for(lambda: sum(sizes) == 15_000)
+    sub.close()
+    await asyncio.wait_for(task, 2)
+    await writer.close()
+    assert sub.coalesced == 0
+    assert max(sizes) <= 1000
+    assert counts(path) == (15_000, 0)
+
+
+async def test_close_interrupts_an_idle_run_loop_promptly(path: Path) -> None:
+    bus = Bus()
+    writer = Writer(path)
+    sub = bus.subscribe(name="writer")
+    task = asyncio.create_task(writer.run(sub))
+    bus.publish(tick(1.0, MINUTE))
+    await writer.flush()
+    await asyncio.sleep(0.01)  # the loop now waits up to IDLE_WAKE_S for more
+    started = time.monotonic()
+    await writer.close()
+    await asyncio.wait_for(task, 1)
+    assert time.monotonic() - started < 0.5
+    assert counts(path) == (1, 0)
