@@ -7,6 +7,8 @@ import itertools
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.server import serve
 
 from feeds.bus import Bus
@@ -16,6 +18,7 @@ from feeds.sources.bitstamp import Bitstamp
 from feeds.sources.coinbase import CoinbaseExchange
 from feeds.sources.kraken import KrakenV2
 from feeds.transport import (
+    BadFrame,
     WsAdapter,
     classify_connect_error,
     default_reconnect_delays,
@@ -264,3 +267,41 @@ def test_default_delays_are_capped_and_jittered() -> None:
     assert all(0.5 <= d <= 1.0 for d in delays[:1])
     assert all(d <= 60.0 for d in delays) and max(delays) >= 30.0
     assert len(set(delays)) == len(delays)  # jitter
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+
+
+@given(
+    _JSON,
+    st.sampled_from(["", " ", "\n", "\ufeff", "x", "{", "}"]),
+    st.sampled_from(["", " ", "\t\n", "x", "]", ",1"]),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_load_object_agrees_with_json_loads(
+    value: object, before: str, after: str, as_bytes: bool
+) -> None:
+    """The direct-scanner fast path returns what json.loads returns and rejects exactly
+    what it rejects (whitespace, BOM, extra data, truncation, bytes)."""
+    text = before + json.dumps(value) + after
+    frame: str | bytes = text.encode() if as_bytes else text
+    try:
+        expected = json.loads(frame)
+    except ValueError:
+        expected = BadFrame
+    if expected is not BadFrame and type(expected) is not dict:
+        expected = BadFrame
+    try:
+        got = load_object(frame)
+    except BadFrame:
+        got = BadFrame
+    assert got == expected
+    whole = json.dumps({"k": value})
+    for cut in (1, len(whole) // 2):  # every proper prefix of an object is truncated
+        with pytest.raises(BadFrame):
+            load_object(whole[:-cut])
