@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 from rich.cells import cell_len
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
@@ -128,15 +129,14 @@ class BlocksPanel(Panel):
             )
         return out
 
-    def build(self) -> Table | Text:
+    def build(self) -> Group | Table | Text:
         if not self.rows:
             return Text("no blocks yet", style="dim")
         cells = self.cells()
         lines = table_lines(cells, self.content_size.width)
         if lines is not None:
-            out = Text("\n".join(lines), no_wrap=True, end="")
-            out.stylize("dim", 0, len(lines[0]))  # the header, as Rich's header_style does
-            return out
+            # One Text per line: a tick that changes one age re-renders one line.
+            return Group(Text(lines[0], style="dim"), *(Text(line) for line in lines[1:]))
         # Too narrow for every column: let Rich shrink them.
         table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="dim")
         for name in COLUMNS:

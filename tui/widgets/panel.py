@@ -2,11 +2,15 @@
 
 Panels render Rich text from their reactives only; nothing here reads SQLite or the bus.
 
-Repaints happen only when what a panel shows changes. Inputs are ``data`` reactives (no
+Repaints happen only where what a panel shows changes. Inputs are ``data`` reactives (no
 automatic repaint); when any of them changes, the panel rebuilds its content once (after the
-current batch of assignments) and asks Textual for a repaint only if the text or styles differ
-from what it last asked to show. So a new metric snapshot that moves nothing a panel shows, or
-a once-a-second tick on a panel whose ages read the same, costs a string build, not a paint.
+current batch of assignments) as Rich text, renders only the parts (lines of a ``Group``)
+whose text or styles differ from the last render, and marks only the screen lines that changed
+as dirty. So a snapshot that moves nothing a panel shows, or the once-a-second tick on a
+panel whose ages read the same, costs a string build; a new price repaints one line, not the
+panel with its chart. The panels render through Textual's line API (``render_line``); the
+strips are the ones Textual's own ``render()`` path would produce (same ``visualize`` and
+``Visual.to_strips``), so the screen is identical.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.reactive import Reactive, reactive
+from textual.strip import Strip
+from textual.style import Style
+from textual.visual import Visual, visualize
 from textual.widget import Widget
 
 from feeds.events import MetricsSnapshot
@@ -39,6 +46,19 @@ def signature(r: RenderableType) -> object:
     if isinstance(r, Group):
         return tuple(signature(x) for x in r.renderables)
     return object()  # never equal: always repaint
+
+
+def _runs(ys: list[int], width: int) -> list[Region]:
+    """Consecutive line numbers as regions one screen line high each run."""
+    out: list[Region] = []
+    start = prev = ys[0]
+    for y in ys[1:]:
+        if y != prev + 1:
+            out.append(Region(0, start, width, prev - start + 1))
+            start = y
+        prev = y
+    out.append(Region(0, start, width, prev - start + 1))
+    return out
 
 
 class Panel(Widget):
@@ -78,8 +98,11 @@ class Panel(Widget):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._check_pending = False
-        self._shown: object = None  # signature of the content last sent to the screen
-        self._built: tuple[Size, RenderableType] | None = None  # content for the next paint
+        #: what the lines were rendered for: content size and base style (theme, focus)
+        self._lines_key: tuple[Size, Style] | None = None
+        self._lines: list[Strip] = []
+        #: rendered parts of the current content by signature (reused while unchanged)
+        self._parts: dict[object, list[Strip]] = {}
 
     def on_mount(self) -> None:
         self.border_title = self.TITLE
@@ -87,38 +110,83 @@ class Panel(Widget):
             self.watch(self, name, self._input_changed, init=False)
 
     def _input_changed(self) -> None:
-        self._built = None
         if not self._check_pending:
             # One check after the whole batch of assignments (a flush sets several inputs).
             self._check_pending = True
             self.call_next(self._repaint_if_changed)
 
-    def _repaint_if_changed(self) -> None:
-        self._check_pending = False
-        if not self.is_mounted:
-            return
-        content = self.build()
-        shown = signature(content)
-        self._built = (self.content_size, content)
-        if shown != self._shown:
-            self._shown = shown
-            self.refresh()
-
     def _on_focus(self, event: Any) -> None:
-        self._built = None  # the selection mark depends on focus
+        self._input_changed()  # the selection mark depends on focus
         super()._on_focus(event)
 
     def _on_blur(self, event: Any) -> None:
-        self._built = None
+        self._input_changed()
         super()._on_blur(event)
 
-    def render(self) -> RenderableType:
-        built = self._built
-        if built is not None and built[0] == self.content_size:
-            return built[1]
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._lines_key = None  # theme or CSS changed: render everything again
+        self._parts = {}
+
+    def _render_lines(self) -> list[Strip]:
+        """Render the current content, reusing the strips of unchanged parts."""
         content = self.build()
-        self._built = (self.content_size, content)
-        return content
+        width, height = self.size
+        style = self.visual_style
+        key = (self.size, style)
+        if key != self._lines_key:
+            self._parts = {}
+        single = not isinstance(content, Group)
+        parts = [content] if single else list(content.renderables)
+        fresh: dict[object, list[Strip]] = {}
+        lines: list[Strip] = []
+        for part in parts:
+            sig = signature(part)
+            strips = fresh.get(sig) or self._parts.get(sig)
+            if strips is None:
+                # A part alone in a Group renders exactly as it does inside the panel's Group.
+                visual = visualize(self, part if single else Group(part), markup=False)
+                strips = Visual.to_strips(self, visual, width, None, style)
+            fresh[sig] = strips
+            lines.extend(strips)
+            if len(lines) >= height:
+                break
+        self._parts = fresh
+        self._lines_key = key
+        return lines[:height]
+
+    def _repaint_if_changed(self) -> None:
+        self._check_pending = False
+        if not self.is_mounted or not self.size:
+            return
+        old_key, old = self._lines_key, self._lines
+        new = self._render_lines()
+        self._lines = new
+        if old_key != self._lines_key or len(new) != len(old):
+            # Re-measure only auto-height panels (the feeds footer), only when needed.
+            height = self.styles.height
+            self.refresh(layout=height is not None and height.is_auto)
+            return
+        width = self.size.width
+        changed = [
+            y for y, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b and a != b
+        ]
+        if changed:
+            self.refresh(*_runs(changed, width))
+
+    def render_line(self, y: int) -> Strip:
+        """Textual's line API: lines come from the cache the checks keep current."""
+        if self.text_selection is not None:
+            return super().render_line(y)  # selection highlighting: Textual's own path
+        if self._lines_key != (self.size, self.visual_style):
+            self._lines = self._render_lines()
+        lines = self._lines
+        if y < len(lines):
+            return lines[y]
+        return Strip.blank(self.size.width, self.visual_style.rich_style)
+
+    def render(self) -> RenderableType:
+        return self.build()
 
     def build(self) -> RenderableType:
         """The panel's content from its inputs (pure: called only to compare or to paint)."""
