@@ -67,28 +67,6 @@ DEFAULT_BUSY_TIMEOUT_S = 10.0
 #: Pending rows read per target per round; more than this are delivered in later rounds.
 _BATCH = 500
 
-_OUTBOX_DDL = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    target TEXT,
-    created_at REAL NOT NULL,
-    severity TEXT,
-    title TEXT,
-    body TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    delivered_at REAL,
-    last_error TEXT
-)
-"""
-
-
-def ensure_outbox_table(conn: sqlite3.Connection) -> None:
-    """Create the outbox table as feeds/store.py does, for databases without the store's schema."""
-    conn.execute(_OUTBOX_DDL)
-
-
 # ------------------------------------------------------------------------------ enqueue
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from feeds.metrics import METRIC_NAMES
 from feeds.settings import (
     SOURCE_NAMES,
     LoadContext,
@@ -27,40 +28,8 @@ from feeds.settings import (
 
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 
-#: DOMAIN.md's metric table, used when feeds.metrics (the engine's own list) is not importable.
-DOMAIN_METRIC_NAMES: tuple[str, ...] = (
-    "price_usd",
-    "price_age_s",
-    "tip_height",
-    "tip_time",
-    "tip_age_s",
-    "difficulty",
-    "difficulty_change_pct",
-    "difficulty_projected_change_pct",
-    "difficulty_projected_band_pct",
-    "retarget_height",
-    "retarget_blocks_remaining",
-    "retarget_eta",
-    "hashrate_1d",
-    "hashrate_3d",
-    "hashrate_7d",
-    "hashrate_30d",
-    "hashrate_implied",
-    "subsidy_sats",
-    "fees_avg_144",
-    "hashvalue",
-    "hashprice",
-    "hashcost_energy",
-    "hashcost",
-    "hashprice_net",
-    "margin",
-    "breakeven_power_usd_per_kwh",
-    "production_cost_usd",
-    "network_production_cost_usd",
-    "price_to_cost_pct",
-    "hash_ribbon_30_60",
-    "block_gap_probability",
-)
+#: DOMAIN.md's metric table: the metrics engine's own list is the one authority.
+DOMAIN_METRIC_NAMES: tuple[str, ...] = METRIC_NAMES
 
 #: Feed-health metrics a rule may watch besides DOMAIN.md's table (computed by the alerts
 #: service from FeedStatus events): seconds since a source's last message, and the number of
@@ -86,12 +55,8 @@ TEMPLATE_FIELDS: tuple[str, ...] = (
 
 
 def domain_metric_names() -> tuple[str, ...]:
-    """The metrics engine's names when available (it is the authority), else DOMAIN.md's."""
-    try:
-        from feeds.metrics import METRIC_NAMES  # type: ignore[attr-defined]
-    except ImportError:
-        return DOMAIN_METRIC_NAMES
-    return tuple(METRIC_NAMES)
+    """The names of DOMAIN.md's metric table (the engine's ``METRIC_NAMES``)."""
+    return METRIC_NAMES
 
 
 def rule_metric_names() -> tuple[str, ...]:
