@@ -108,6 +108,8 @@ class HashwatchApp(App[None]):
         self._history_dirty = False
         self._live_alert_rules: set[str] = set()
         self._runtime_failed = False
+        #: newest data receive time per source since the last tick (the footer's ages)
+        self._seen: dict[str, float] = {}
         self.history_loads = 0  # completed history reads (tests wait on it)
         if compact is True or compact in ("always", "true", "yes"):
             self.HORIZONTAL_BREAKPOINTS = [(0, "-narrow")]
@@ -139,8 +141,15 @@ class HashwatchApp(App[None]):
         panels = list(self.query(Panel))
         self._snapshot_panels = [p for p in panels if p.USES_SNAPSHOT]
         self._ticking_panels = [p for p in panels if p.TICKS]
-        self.query_one(PricePanel).fresh_after = self._price_fresh_after
-        self.query_one(AlertsPanel).focus()
+        # Looked up once: a flush runs up to 4 times a second and must not walk the DOM.
+        self._price = self.query_one(PricePanel)
+        self._hashrate = self.query_one(HashratePanel)
+        self._revenue = self.query_one(RevenuePanel)
+        self._blocks = self.query_one(BlocksPanel)
+        self._alerts = self.query_one(AlertsPanel)
+        self._feeds = self.query_one(FeedsFooter)
+        self._price.fresh_after = self._price_fresh_after
+        self._alerts.focus()
         self._tick()
         self._update_subtitle()
         self._flush_timer = self.set_interval(1.0 / self.refresh_rate, self.flush)
@@ -201,27 +210,23 @@ class HashwatchApp(App[None]):
             self._apply(p)
 
     def _apply(self, p: bridge.Pending) -> None:
-        price = self.query_one(PricePanel)
-        hashrate = self.query_one(HashratePanel)
-        blocks = self.query_one(BlocksPanel)
-        alerts = self.query_one(AlertsPanel)
-        feeds = self.query_one(FeedsFooter)
+        price, hashrate, blocks = self._price, self._hashrate, self._blocks
+        alerts, feeds = self._alerts, self._feeds
         h = p.history
         if h is not None:
             price.points = h.price_points
             price.price_24h_ago = h.price_24h_ago
             hashrate.daily = dict(h.daily_hashrate)
             blocks.rows = merge(blocks.rows, h.blocks)
-            revenue = self.query_one(RevenuePanel)
+            revenue = self._revenue
             revenue.past_24h, revenue.past_7d = h.past_24h, h.past_7d
             self._apply_alert_history(alerts, h)
         if p.snapshot is not None:
             for panel in self._snapshot_panels:
                 panel.snapshot = p.snapshot
-        seen = {t.source: t.received_at for t in p.ticks.values()}
-        seen.update((b.source, b.received_at) for b in p.blocks if not b.backfill)
-        if seen:
-            feeds.last_seen = {**feeds.last_seen, **seen}
+        # Data ages in the footer move with the once-a-second tick, not with every tick.
+        self._seen.update((t.source, t.received_at) for t in p.ticks.values())
+        self._seen.update((b.source, b.received_at) for b in p.blocks if not b.backfill)
         if p.ticks:
             price.ticks = {**price.ticks, **p.ticks}
         if p.feeds:
@@ -262,6 +267,9 @@ class HashwatchApp(App[None]):
         if self.paused:
             return
         now = self.clock()
+        if self._seen:
+            self._feeds.last_seen = {**self._feeds.last_seen, **self._seen}
+            self._seen = {}
         for panel in self._ticking_panels:
             panel.now = now
 

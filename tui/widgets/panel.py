@@ -111,9 +111,10 @@ class Panel(Widget):
 
     def _input_changed(self) -> None:
         if not self._check_pending:
-            # One check after the whole batch of assignments (a flush sets several inputs).
+            # One check after the whole batch of assignments (a flush sets several inputs),
+            # run by the App's own message loop: no wake-up of this widget's task.
             self._check_pending = True
-            self.call_next(self._repaint_if_changed)
+            self.app.call_next(self._repaint_if_changed)
 
     def _on_focus(self, event: Any) -> None:
         self._input_changed()  # the selection mark depends on focus

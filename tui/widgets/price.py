@@ -28,19 +28,43 @@ class PricePanel(Panel):
         # Live tail per minute from snapshots, so the sparkline moves without a read. Keyed
         # like the stored candles, so the result does not depend on which arrived first.
         self._tail: dict[int, float] = {}
+        self._tail_version = 0
+        #: (points, tail version, width, height) -> chart lines: the chart changes about once
+        #: a minute, the prices above it up to 4 times a second
+        self._chart: tuple[tuple[object, ...], list[str]] | None = None
 
     def watch_snapshot(self, snap: MetricsSnapshot | None) -> None:
         price = None if snap is None else snap.values.get("price_usd")
         if snap is not None and price is not None:
-            self._tail[int(snap.at // 60) * 60] = price
+            minute = int(snap.at // 60) * 60
+            if self._tail.get(minute) != price:
+                self._tail[minute] = price
+                self._tail_version += 1
             horizon = snap.at - 86400
-            for minute in [m for m in self._tail if m < horizon]:
-                del self._tail[minute]
+            for old in [m for m in self._tail if m < horizon]:
+                del self._tail[old]
+                self._tail_version += 1
 
     def series(self) -> list[float]:
         merged = dict(self.points)
         merged.update(self._tail)
         return [merged[k] for k in sorted(merged)]
+
+    def chart(self, width: int, height: int) -> list[str]:
+        """The 24 h chart (``height`` 0: a one-row sparkline), cached until its inputs move."""
+        key = (self._tail_version, width, height)
+        cached = self._chart
+        # the stored points are compared by identity: a history read replaces the tuple
+        if cached is not None and cached[0][0] is self.points and cached[0][1:] == key:
+            return cached[1]
+        series = self.series()
+        if height == 0:
+            spark = fmt.sparkline(series, width)
+            lines = [spark] if spark else []
+        else:
+            lines = fmt.chart(series, width, height)
+        self._chart = ((self.points, *key), lines)
+        return lines
 
     def change_24h(self) -> float | None:
         price, then = self.metric("price_usd"), self.price_24h_ago
@@ -85,15 +109,14 @@ class PricePanel(Panel):
         if live is not None and not self.narrow:
             head.append(f"  {int(live)} live", style="dim")
         width = max(8, self.content_size.width - 4)
-        series = self.series()
         sources = self._sources()
         if self.compact:
-            spark = fmt.sparkline(series, width)
-            chart = Text.assemble(("24h ", "dim"), spark or ("no history yet", "dim"))
+            spark = self.chart(width, 0)
+            chart = Text.assemble(("24h ", "dim"), spark[0] if spark else ("no history yet", "dim"))
             return Group(head, chart, *sources)
         # Roomy layout: the chart fills what the head and the sources leave.
         height = max(1, self.content_size.height - 1 - len(sources))
-        lines = fmt.chart(series, width, height)
+        lines = self.chart(width, height)
         if not lines:
             return Group(head, *sources, Text("24h: no history yet", style="dim"))
         rows = [
