@@ -34,6 +34,7 @@ class Subscription:
         # consumer that is busy or has events pending anyway costs no call at all.
         self._waiter: asyncio.Event = asyncio.Event()
         self._waiting = 0
+        self._wake_at = 1  # the waiting get_batch's min_events
         self.coalesced = 0
         self.closed = False
 
@@ -53,7 +54,9 @@ class Subscription:
                 if key in self._overflow:
                     self.coalesced += 1
                 self._overflow[key] = event
-        if self._waiting:
+        if self._waiting and (
+            len(queue) + len(self._overflow) >= self._wake_at or type(event) not in COALESCABLE
+        ):
             self._waiter.set()
 
     def pending(self) -> int:
@@ -79,12 +82,21 @@ class Subscription:
         self,
         limit: int = 1000,
         timeout: float | None = None,  # noqa: ASYNC109 - the API every subscriber calls
+        *,
+        min_events: int = 1,
     ) -> list[Event]:
-        """Wait until at least one event is pending (or ``timeout``), then drain up to ``limit``."""
-        if not self.pending():
+        """Wait until at least ``min_events`` are pending, or any event that is not
+        coalescable (a block, an alert ...) is, or ``timeout`` passes; then drain up to
+        ``limit`` (on timeout: whatever is pending, possibly nothing).
+
+        ``min_events`` > 1 lets a consumer that only needs to act every so often (the
+        writer's batch deadline, the metrics' snapshot spacing) sleep through a stream of
+        price ticks instead of waking for each one."""
+        if self._should_wait(min_events):
             if self.closed:
-                return []
-            self._waiter.clear()  # nothing pending: only a later _put (or wake) may set it
+                return self.get_nowait(limit)
+            self._waiter.clear()  # only a later _put (or wake, or close) may set it
+            self._wake_at = max(1, min_events)
             self._waiting += 1
             try:
                 if timeout is None:
@@ -96,10 +108,20 @@ class Subscription:
                     async with asyncio.timeout(timeout):
                         await self._waiter.wait()
             except TimeoutError:
-                return []
+                pass
             finally:
                 self._waiting -= 1
+                self._wake_at = 1
         return self.get_nowait(limit)
+
+    def _should_wait(self, min_events: int) -> bool:
+        n = self.pending()
+        if n == 0:
+            return True
+        if n >= min_events:
+            return False
+        # Fewer than asked for: an urgent (non-coalescable) one among them is reason enough.
+        return all(type(e) in COALESCABLE for e in self._queue)
 
     def wake(self) -> None:
         """Make a waiting ``get_batch`` return now (with nothing, if nothing is pending): how

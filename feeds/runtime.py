@@ -43,6 +43,8 @@ SNAPSHOT_TICK_S = 5.0
 #: Minimum spacing of snapshots driven by price ticks (20 ticks/s must not mean 20 snapshots/s).
 SNAPSHOT_MIN_SPACING_S = 1.0
 PRUNE_EVERY_S = 300.0
+#: Bound of the metrics subscription (and its batch size).
+METRICS_QUEUE = 5000
 #: ends the divergence text the runtime appends to a FeedStatus detail (recognises its own)
 _FLAG_MARK = " (median check)"
 
@@ -126,14 +128,29 @@ class Runtime:
     async def _metrics_loop(self) -> None:
         sub = self.bus.subscribe(
             [Block, PriceTick, DailyPoint, FeedStatus, DifficultyAdjustment],
-            maxsize=5000,
+            maxsize=METRICS_QUEUE,
             name="metrics",
         )
         engine = self.engine
-        last_published = 0.0
+        last_published = -SNAPSHOT_TICK_S
+        dirty = False  # events applied since the last snapshot
+        statuses: list[FeedStatus] = []  # ... of which feed statuses (price-divergence flags)
         try:
             while True:
-                batch = await sub.get_batch(limit=5000, timeout=SNAPSHOT_TICK_S)
+                # Within SNAPSHOT_MIN_SPACING_S of a snapshot, price ticks and statuses could
+                # not produce another one anyway: sleep until the spacing is over (a block or
+                # any other non-coalescable event still wakes us at once), then take
+                # everything that came meanwhile. One wake-up a second instead of one per tick.
+                since = time.monotonic() - last_published
+                if since < SNAPSHOT_MIN_SPACING_S:
+                    timeout, min_events = SNAPSHOT_MIN_SPACING_S - since, METRICS_QUEUE
+                elif dirty:
+                    timeout, min_events = 0.0, 1
+                else:
+                    timeout, min_events = max(0.0, SNAPSHOT_TICK_S - since), 1
+                batch = await sub.get_batch(
+                    limit=METRICS_QUEUE, timeout=timeout, min_events=min_events
+                )
                 new_block = False
                 for event in batch:
                     if isinstance(event, PriceTick):
@@ -145,15 +162,24 @@ class Runtime:
                         engine.on_daily(event)
                     elif isinstance(event, FeedStatus):
                         engine.on_feed_status(event)
+                        statuses.append(event)
                     elif isinstance(event, DifficultyAdjustment):
                         # mempool's figure for the last retarget, used while h0-1 is not held
                         engine.on_difficulty_adjustment(event)
+                dirty = dirty or bool(batch)
                 mono = time.monotonic()
-                if new_block or not batch or mono - last_published >= SNAPSHOT_MIN_SPACING_S:
+                since = mono - last_published
+                if (
+                    new_block
+                    or (dirty and since >= SNAPSHOT_MIN_SPACING_S)
+                    or since >= SNAPSHOT_TICK_S
+                ):
                     now = self.clock()
                     self.bus.publish(engine.snapshot(now))
-                    self._flag_divergent_prices(now, batch)
+                    self._flag_divergent_prices(now, statuses)
+                    statuses = []
                     last_published = mono
+                    dirty = False
         finally:
             sub.close()
 

@@ -221,8 +221,13 @@ class Writer:
 
     async def _wait_batch(self, sub: Subscription, limit: int, wait_s: float) -> list[Event]:
         """``sub.get_batch``; ``close()`` interrupts it with ``sub.wake()``. One await, no
-        tasks: a cancellation can only arrive while nothing has been taken off the bus."""
-        return await sub.get_batch(limit=limit, timeout=wait_s)
+        tasks: a cancellation can only arrive while nothing has been taken off the bus.
+
+        With a batch already started, nothing is due before its deadline unless the batch
+        fills up: sleep through single price ticks (``min_events``) instead of waking for
+        each (most of an idle collector's event-loop wake-ups)."""
+        min_events = limit if self._buf else 1
+        return await sub.get_batch(limit=limit, timeout=wait_s, min_events=min_events)
 
     async def run(self, subscription: Subscription) -> None:
         """Write everything the subscription delivers until it is closed, ``close()`` is
