@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Group, RenderableType
+from rich.segment import Segment
 from rich.text import Text
 from textual.geometry import Region, Size
 from textual.reactive import Reactive, reactive
@@ -32,6 +34,8 @@ from tui import format as fmt
 
 #: panels narrower than this (content columns) use short labels
 NARROW_BELOW = 48
+#: Rich's ``Text.__rich_console__`` renders ``Text("\n").join(lines)``; so do we
+_JOIN = Text("\n")
 
 
 def data(default: Any) -> Any:
@@ -145,6 +149,8 @@ class Panel(Widget):
             sig = signature(part)
             strips = fresh.get(sig) or self._parts.get(sig)
             if strips is None:
+                strips = None if single else self._line_strip(part, width, style)
+            if strips is None:
                 # A part alone in a Group renders exactly as it does inside the panel's Group.
                 visual = visualize(self, part if single else Group(part), markup=False)
                 strips = Visual.to_strips(self, visual, width, None, style)
@@ -155,6 +161,31 @@ class Panel(Widget):
         self._parts = fresh
         self._lines_key = key
         return lines[:height]
+
+    def _line_strip(self, part: RenderableType, width: int, style: Style) -> list[Strip] | None:
+        """A one-line ``Text`` part rendered straight to its strip (None: not such a part).
+
+        Same segments as ``Visual.to_strips`` of the part in a ``Group`` (Rich's Text joins
+        its lines, renders spans, Textual adds the panel's base style), without the generic
+        machinery around it (console options, measuring, wrapping, cropping, link styles),
+        which costs ten times the rendering of a short line. Lines that could wrap, pad or
+        carry links take the generic path.
+        """
+        if not isinstance(part, Text) or part.end != "\n" or part.justify not in (None, "default"):
+            return None
+        plain = part.plain
+        if "\n" in plain or "\t" in plain or cell_len(plain) > width:
+            return None
+        console = self.app.console
+        base = console.get_style(style.rich_style)
+        segments = []
+        for seg in _JOIN.join([part]).render(console):
+            text, seg_style = seg.text, seg.style
+            combined = base + seg_style if base else seg_style
+            if combined is not None and combined._meta is not None:
+                return None  # links or click meta: leave them to Textual
+            segments.append(Segment(text, combined) if combined else Segment(text))
+        return [Strip(segments)]
 
     def _repaint_if_changed(self) -> None:
         self._check_pending = False
