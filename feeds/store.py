@@ -251,20 +251,19 @@ _OUR_TABLES = frozenset(
 # Price ticks and their candles (the ingest hot path)
 
 #: Largest multi-row tick ``INSERT`` (4 parameters a row, far below SQLite's limit of 32,766).
-#: Chunks are powers of two, so at most ten statement shapes exist and all of them stay in
-#: the connection's statement cache.
-TICK_CHUNK_MAX = 512
+#: A writer batch (<= 1,000 events) is one statement: every statement is a ``sqlite3_step``
+#: that releases the GIL, and taking it back from a busy event loop can take the whole
+#: switch interval (5 ms), so the writer's throughput is set by its statements per batch.
+TICK_CHUNK_MAX = 2048
+#: SQL texts kept for reuse (the connection caches the compiled statements themselves).
+_TICK_SQL_CACHE = 64
 _TICK_SQL: dict[tuple[int, bool], str] = {}
 
 
 def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    """(start, size) covering ``range(n)`` with power-of-two sizes <= ``TICK_CHUNK_MAX``."""
-    start, size = 0, TICK_CHUNK_MAX
-    while start < n:
-        while size > n - start:
-            size //= 2
-        yield start, size
-        start += size
+    """(start, size) covering ``range(n)``: full ``TICK_CHUNK_MAX`` chunks, then the rest."""
+    for start in range(0, n, TICK_CHUNK_MAX):
+        yield start, min(TICK_CHUNK_MAX, n - start)
 
 
 def _tick_insert_sql(rows: int, *, returning: bool) -> str:
@@ -276,6 +275,8 @@ def _tick_insert_sql(rows: int, *, returning: bool) -> str:
             + ",".join(["(?,?,?,?)"] * rows)
             + (" RETURNING source, time, price_usd" if returning else "")
         )
+        if len(_TICK_SQL) >= _TICK_SQL_CACHE:
+            _TICK_SQL.clear()
         _TICK_SQL[(rows, returning)] = sql
     return sql
 

@@ -15,6 +15,7 @@ import concurrent.futures
 import itertools
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,21 @@ CLOSE_TIMEOUT_S = 2.0
 IDLE_WAKE_S = 5.0
 #: Full batches handed to the writer thread in one call when the writer is behind.
 MAX_BATCHES_PER_CALL = 32
+
+
+#: Longest GIL switch interval while a writer runs (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.001
+
+
+def _shorten_switch_interval() -> None:
+    """Every SQLite call of the writer thread releases the GIL and must take it back from
+    the event loop, which, busy with a flood of frames, keeps it for the whole switch
+    interval: at the default 5 ms a 1,000-event batch (a handful of such calls) took ~50 ms,
+    the writer fell behind and price ticks were coalesced (bench/ingest). 1 ms lets it keep
+    up. The setting is process-wide and only matters while two threads want the GIL; it
+    is never raised, only lowered."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def default_retry_delays() -> Iterator[float]:
@@ -210,7 +226,13 @@ class Writer:
         return self._store
 
     async def _write(self, batch: list[Event]) -> None:
-        if batch:
+        """Write ``batch`` in transactions of at most ``batch_max_events`` (a flush or close
+        after a backlog may hand over more than one batch's worth)."""
+        if len(batch) > self.batch_max_events:
+            n = self.batch_max_events
+            batches = [batch[i : i + n] for i in range(0, len(batch), n)]
+            await self._submit(self._write_batches, batches)
+        elif batch:
             await self._submit(self._write_batch, batch)
 
     def _take_pending(self) -> list[Event]:
@@ -234,6 +256,7 @@ class Writer:
         called, or the task is cancelled (then ``close()`` writes what was left)."""
         self._sub = subscription
         self._run_done = asyncio.Event()
+        _shorten_switch_interval()
         loop = asyncio.get_running_loop()
         try:
             await self.open()
