@@ -191,7 +191,11 @@ class Bus:
         for sub in self._subs:
             kinds = sub.kinds  # ``sub.wants`` inlined: this runs for every event
             if kinds is None or isinstance(event, kinds):
-                sub._put(event)
+                queue = sub._queue
+                if len(queue) < sub.maxsize and not sub._waiting:
+                    queue.append(event)  # ``_put``'s common case, without the call
+                else:
+                    sub._put(event)
 
     def latest(self, kind: type[Event]) -> list[Event]:
         return [e for (t, _), e in self._latest.items() if t is kind]

@@ -10,6 +10,7 @@ feed), so a skip is *not* a loss and is not checked. Prices are JSON strings.
 from __future__ import annotations
 
 import json
+import math
 from typing import ClassVar
 
 from feeds.events import Event, PriceTick
@@ -60,11 +61,16 @@ class CoinbaseExchange(WsAdapter):
                 return []
             # Positional (source, price_usd, time, received_at): the hot path, and keyword
             # arguments cost a third more on a frozen dataclass.
-            return [
-                PriceTick(
-                    self.name, as_price(get("price")), rfc3339_to_epoch(get("time")), received_at
-                )
-            ]
+            # ``as_price`` inlined for the usual JSON string; anything it would not accept
+            # (not a string, not a number, not positive and finite) goes through it to raise.
+            text = get("price")
+            try:
+                price = float(text) if type(text) is str else -1.0
+            except ValueError:
+                price = -1.0
+            if not 0.0 < price < math.inf:
+                price = as_price(text)
+            return [PriceTick(self.name, price, rfc3339_to_epoch(get("time")), received_at)]
         if kind == "heartbeat" or kind == "subscriptions":
             return []
         if kind == "error":
