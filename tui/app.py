@@ -24,10 +24,9 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
-from tui import bridge, history
+from tui import bridge
 from tui import messages as m
 from tui.runtime_api import RuntimeLike
-from tui.screens import HelpScreen, SilenceScreen
 from tui.widgets.alerts import AlertsPanel
 from tui.widgets.alerts import apply as apply_transitions
 from tui.widgets.blocks import BlocksPanel, merge, row_from_block
@@ -284,6 +283,8 @@ class HashwatchApp(App[None]):
 
     @work(thread=True, group="history", exit_on_error=False)
     def _load_history(self, path: Any, now: float) -> None:
+        from tui import history  # sqlite3 and the queries: not needed for the first frame
+
         self.post_message(m.HistoryLoaded(history.load(path, now)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -344,6 +345,8 @@ class HashwatchApp(App[None]):
             self.theme = "textual-light" if dark else "textual-dark"
 
     def action_help(self) -> None:
+        from tui.screens import HelpScreen  # screens load when first opened, not at start-up
+
         if isinstance(self.screen, HelpScreen):
             return
         keys = [
@@ -381,6 +384,7 @@ class HashwatchApp(App[None]):
             self.notify("no alert selected", severity="warning")
             return
         rule = row.rule
+        from tui.screens import SilenceScreen
 
         def chosen(seconds: int | None) -> None:
             if seconds is None:
