@@ -1,24 +1,43 @@
 """Replay stored history through the rules: when would each have fired and resolved?
 
-One evaluation per closed minute of ``metric_samples`` (the store's 1-minute samples), with the
-same :func:`alerts.engine.evaluate` the live service runs and the same window semantics as
+One step per closed minute of ``metric_samples`` (the store's 1-minute samples) and one per
+stored block, at the moment it arrived (``blocks.first_seen``), with the same
+:func:`alerts.engine.evaluate` the live service runs and the same window semantics as
 :mod:`alerts.windows`. Nothing is sent and nothing is written.
 
-Speed (a year is 525,600 minutes x a dozen rules): each rule makes one pass over its metric's
-series to compute its measure and classify every minute as no-data / firing-condition /
-in-between (hysteresis) / cleared. The engine then runs only where that class changes or a
-timer (``for``, ``keep_firing_for``, ``repeat``, resolved retention) comes due - which is
-exactly equivalent to stepping every minute, because between those points the engine's
-inputs and clock-driven decisions do not change.
+What each rule sees at a step:
+
+* rules on the block-driven metrics (``tip_age_s``, ``tip_height``, ``tip_time``; not window
+  rules) read them from the active blocks, not from the samples: at a block's arrival the tip
+  height/time jump and ``tip_age_s`` is 0, and ``tip_age_s`` then grows with the clock until
+  the next tip. These values are known at every instant, so such a rule changes state exactly
+  where it would live: at a block, at the instant the age crosses a threshold ("no block for
+  90 minutes" fires at ``first_seen + 5400``, not at the next minute) and at the instant a
+  timer (``for``, ``keep_firing_for``, ``repeat``, resolved retention) comes due. A database
+  with blocks but no samples (``hashwatch import blocks``) is replayed the same way; one with
+  no blocks at all falls back to the stored samples of these metrics.
+* every other rule reads its metric's latest minute sample (window rules: the window over
+  the samples). A block changes none of those inputs, so at a block step only a due timer
+  can move such a rule; block steps count only inside minutes that have a sample (a minute
+  without one is a gap in the history: the collector was not running).
+
+Speed (a year is 525,600 minutes and ~60,000 blocks x a dozen rules): each rule makes one
+pass over its series to compute its measure and classify every step as no-data /
+firing-condition / in-between (hysteresis) / cleared. The engine then runs only where that
+class changes or a timer comes due - which is exactly equivalent to evaluating at every
+step, because between those points the engine's inputs and clock-driven decisions do not
+change.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as dt
+import math
 import sqlite3
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +49,15 @@ from feeds.events import AlertState
 
 # Minute classes (see module docstring).
 _NODATA, _FIRES, _HOLD, _CLEARS = 0, 1, 2, 3
+
+#: Metrics a block moves, read from the blocks themselves (DOMAIN.md: the newest block;
+#: ``tip_age_s`` counts from when it was first seen).
+BLOCK_METRICS: frozenset[str] = frozenset({"tip_age_s", "tip_height", "tip_time"})
+
+#: Where a due timer is evaluated: ``(deadline, current step, next class change time)`` ->
+#: ``(index of the step whose inputs hold, time, value, measure)``, or None when the next
+#: class change comes first.
+_TimerStep = Callable[[float, int, float], "tuple[int, float, float | None, float | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +100,12 @@ def _series(store: Any, metric: str, since: float, until: float) -> list[tuple[f
 
 
 def _connection(store: Any) -> sqlite3.Connection:
-    """A sqlite3 connection from a Store, a sqlite-utils Database, a connection or a path."""
+    """A sqlite3 connection from a Store, a sqlite-utils Database or a connection."""
     if isinstance(store, sqlite3.Connection):
         return store
-    if isinstance(store, str | Path):
-        return sqlite3.connect(store)
+    reader = getattr(store, "reader", None)
+    if callable(reader):
+        return reader()
     for attr in ("conn", "connection", "_conn"):
         c = getattr(store, attr, None)
         if isinstance(c, sqlite3.Connection):
@@ -85,6 +114,65 @@ def _connection(store: Any) -> sqlite3.Connection:
     if db is not None:
         return _connection(db)
     raise TypeError(f"cannot read metric samples from {type(store).__name__}")
+
+
+@contextlib.contextmanager
+def _opened(store: Any) -> Iterator[Any]:
+    """``store`` itself, or for a database path one read-only connection closed after use."""
+    if not isinstance(store, str | Path):
+        yield store
+        return
+    conn = sqlite3.connect(f"{Path(store).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHistory:
+    """The active blocks as they arrived over a replay.
+
+    ``tips``: ``(first_seen, height, header time)`` each time the tip moved up, in arrival
+    order; the first is the tip already held at the start of the replay, if any.
+    ``arrivals``: every block's ``first_seen`` inside the replay, ascending (a block that
+    fills a gap below the tip arrives without moving it).
+    """
+
+    tips: list[tuple[float, int, int]]
+    arrivals: list[float]
+
+
+def block_history(conn: sqlite3.Connection, start: float, end: float) -> BlockHistory | None:
+    """The active blocks seen before ``end``, as of ``start`` onward; None when the database
+    holds no block seen by then (no blocks table, or none stored yet)."""
+    try:
+        before = conn.execute(
+            "SELECT first_seen, height, time FROM blocks WHERE orphaned = 0 AND first_seen < ? "
+            "ORDER BY height DESC LIMIT 1",
+            (start,),
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT first_seen, height, time FROM blocks WHERE orphaned = 0 "
+            "AND first_seen >= ? AND first_seen < ? ORDER BY first_seen, height",
+            (start, end),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return None  # not a hashwatch database with blocks: the samples are all there is
+    if before is None and not rows:
+        return None
+    tips: list[tuple[float, int, int]] = []
+    top = -1
+    if before is not None:
+        tips.append((float(before[0]), int(before[1]), int(before[2])))
+        top = int(before[1])
+    for seen, height, htime in rows:
+        # The tip is the highest block seen so far (feeds.chain.latest_seen); a block
+        # below it (a gap fill, an out-of-order header time) does not move it.
+        if height > top:
+            tips.append((float(seen), int(height), int(htime)))
+            top = height
+    return BlockHistory(tips, [float(r[0]) for r in rows])
 
 
 def _measures(rule: Rule, times: Sequence[float], values: Sequence[float]) -> list[float | None]:
@@ -141,59 +229,184 @@ def _classes(rule: Rule, xs: Sequence[float | None]) -> list[int]:
     return [nd if x is None else fi if fop(x, fat) else cl if cop(x, cat) else ho for x in xs]
 
 
+def _event(rule: Rule, tr: Any, value: float | None, x: float | None) -> BacktestEvent:
+    return BacktestEvent(
+        rule=tr.rule,
+        severity=tr.severity,
+        previous=tr.previous,
+        state=tr.state,
+        at=tr.at,
+        value=tr.value,
+        threshold=tr.threshold,
+        message=rule.render_message(value, None, x=x),
+        fired_at=tr.fired_at,
+        reminder=tr.reminder,
+    )
+
+
+def _replay(
+    rule: Rule,
+    times: Sequence[float],
+    values: Sequence[float | None],
+    xs: Sequence[float | None],
+    first: int,
+    include_states: Collection[AlertState] | None,
+    timer_step: _TimerStep,
+) -> list[BacktestEvent]:
+    """The event-driven walk over steps ``first..``: evaluate where the class changes, and
+    where ``timer_step`` places a timer that comes due before the next class change."""
+    n = len(times)
+    if first >= n:
+        return []
+    cls = _classes(rule, xs)
+    # Indices where the class changes: the only steps where the inputs differ.
+    changes = [i for i in range(first + 1, n) if cls[i] != cls[i - 1]]
+    changes.append(n)
+    events: list[BacktestEvent] = []
+    state = RuleState()
+    i, ci = first, 0
+    t, v, x = times[i], values[i], xs[i]
+    while True:
+        result = evaluate(rule, state, v, None, t, measure=x, render=False)
+        state = result.state
+        tr = result.transition
+        if tr is not None and (include_states is None or tr.state in include_states):
+            events.append(_event(rule, tr, v, x if rule.needs_window else v))
+        while changes[ci] <= i:
+            ci += 1
+        nxt = changes[ci]
+        if tr is not None:
+            nxt = min(nxt, i + 1)  # let the state settle (e.g. resolved -> pending)
+        deadline = next_deadline(rule, state)
+        if deadline is not None:
+            if deadline > t:
+                step = timer_step(deadline, i, times[nxt] if nxt < n else math.inf)
+                if step is not None:
+                    i, t, v, x = step
+                    continue
+            else:
+                nxt = min(nxt, i + 1)  # overdue (no data holds it): look again next step
+        if nxt >= n:
+            return events
+        i = nxt
+        t, v, x = times[i], values[i], xs[i]
+
+
 def backtest_rule(
     rule: Rule,
     times: Sequence[float],
     values: Sequence[float],
     start: float,
     include_states: Collection[AlertState] | None = None,
+    blocks: Sequence[float] = (),
 ) -> list[BacktestEvent]:
-    """Replay one rule over its metric's series; events only for minutes ``>= start``.
+    """Replay one rule over its metric's 1-minute series; events only for steps ``>= start``.
 
-    Minutes before ``start`` are warm-up for the window, not evaluated.
+    Minutes before ``start`` are warm-up for the window, not evaluated. ``blocks`` (block
+    arrival times, ascending) are steps too, inside minutes that have a sample: there the
+    inputs are that minute's, so only a timer coming due can act.
     """
     n = len(times)
     first = bisect.bisect_left(times, start)
     if first >= n:
         return []
     xs = _measures(rule, times, values)
-    cls = _classes(rule, xs)
-    # Indices where the class changes: the only minutes where the inputs differ.
-    changes = [i for i in range(first + 1, n) if cls[i] != cls[i - 1]]
-    changes.append(n)
-    events: list[BacktestEvent] = []
-    state = RuleState()
-    i, ci = first, 0
-    while i < n:
-        t = times[i]
-        result = evaluate(rule, state, values[i], None, t, measure=xs[i], render=False)
-        state = result.state
-        tr = result.transition
-        if tr is not None and (include_states is None or tr.state in include_states):
-            events.append(
-                BacktestEvent(
-                    rule=tr.rule,
-                    severity=tr.severity,
-                    previous=tr.previous,
-                    state=tr.state,
-                    at=tr.at,
-                    value=tr.value,
-                    threshold=tr.threshold,
-                    message=rule.render_message(values[i], None, x=xs[i]),
-                    fired_at=tr.fired_at,
-                    reminder=tr.reminder,
-                )
-            )
-        while changes[ci] <= i:
-            ci += 1
-        nxt = changes[ci]
-        deadline = next_deadline(rule, state)
-        if deadline is not None:
-            nxt = min(nxt, max(i + 1, bisect.bisect_left(times, deadline, i + 1)))
-        if tr is not None:
-            nxt = min(nxt, i + 1)  # let the state settle (e.g. resolved -> pending)
-        i = nxt
-    return events
+    nb = len(blocks)
+
+    def timer_step(
+        deadline: float, i: int, limit: float
+    ) -> tuple[int, float, float | None, float | None] | None:
+        j = bisect.bisect_left(times, deadline, i + 1)  # the first minute step due
+        tj = times[j] if j < n else math.inf
+        if nb:
+            k = bisect.bisect_left(blocks, deadline)
+            if k < nb and blocks[k] < tj and blocks[k] < limit:
+                b = blocks[k]
+                # Every block up to tj has the same latest sample: if the first is in a
+                # minute without one, they all are.
+                p = bisect.bisect_right(times, b, i) - 1
+                if b < times[p] + 60.0:
+                    return p, b, values[p], xs[p]
+        if tj < limit:
+            return j, tj, values[j], xs[j]
+        return None
+
+    return _replay(rule, times, values, xs, first, include_states, timer_step)
+
+
+def _thresholds(rule: Rule) -> list[float]:
+    """The values where the rule's class can change (fire and clear thresholds)."""
+    if rule.kind == "band":
+        return [float(rule.above), float(rule.below)]  # type: ignore[arg-type]
+    _, fire_at, _, clear_at = rule.comparisons()
+    return sorted({float(fire_at), float(clear_at)})
+
+
+def backtest_block_rule(
+    rule: Rule,
+    tips: Sequence[tuple[float, int, int]],
+    start: float,
+    end: float,
+    include_states: Collection[AlertState] | None = None,
+) -> list[BacktestEvent]:
+    """Replay a rule on ``tip_age_s``/``tip_height``/``tip_time`` (not a window rule) over
+    ``[start, end)`` from the tip changes ``(first_seen, height, header time)``.
+
+    The metric is known at every instant (a constant per tip, or the age growing from the
+    tip's arrival), so the steps are the tip changes, the instants ``tip_age_s`` crosses a
+    threshold, and the instants a timer comes due - exactly, not at the next minute. At a
+    crossing the rule reads the value just past it: ``above = 5400`` fires at
+    ``first_seen + 5400``, the first instant of "more than 5400 s", and reports 5400.
+    """
+    if rule.needs_window:
+        raise ValueError(f"rule {rule.name}: window rules read the minute samples")
+    age = rule.metric == "tip_age_s"
+    thresholds = _thresholds(rule) if age else []
+    at_threshold = set(thresholds)
+
+    def just_past(x: float) -> float:
+        return math.nextafter(x, math.inf) if x in at_threshold else x
+
+    times: list[float] = []
+    values: list[float | None] = []
+    xs: list[float | None] = []
+    arrived: list[float] = []  # per step: the first_seen of the tip it belongs to
+    for k, (seen, height, htime) in enumerate(tips):
+        lo = max(seen, start)
+        hi = min(tips[k + 1][0], end) if k + 1 < len(tips) else end
+        if lo >= hi:
+            continue  # superseded before the replay starts (or at the same instant)
+        if age:
+            x0 = max(0.0, lo - seen)
+            times.append(lo)
+            values.append(x0)
+            xs.append(just_past(x0))
+            arrived.append(seen)
+            for c in thresholds:
+                if c > x0 and seen + c < hi:
+                    times.append(seen + c)
+                    values.append(c)
+                    xs.append(math.nextafter(c, math.inf))
+                    arrived.append(seen)
+        else:
+            v = float(height if rule.metric == "tip_height" else htime)
+            times.append(lo)
+            values.append(v)
+            xs.append(v)
+            arrived.append(seen)
+
+    def timer_step(
+        deadline: float, i: int, limit: float
+    ) -> tuple[int, float, float | None, float | None] | None:
+        if deadline >= limit:
+            return None
+        p = bisect.bisect_right(times, deadline, i) - 1
+        if not age:
+            return p, deadline, values[p], xs[p]
+        x = max(0.0, deadline - arrived[p])
+        return p, deadline, x, just_past(x)
+
+    return _replay(rule, times, values, xs, 0, include_states, timer_step)
 
 
 def backtest(
@@ -204,28 +417,44 @@ def backtest(
     now: float,
     include_states: Iterable[AlertState] = (AlertState.FIRING, AlertState.RESOLVED),
 ) -> list[BacktestEvent]:
-    """Replay the last ``since_s`` seconds of stored samples through ``rules``.
+    """Replay the last ``since_s`` seconds of stored history through ``rules``.
 
     ``store`` is a ``feeds.store.Store``, a sqlite-utils ``Database``, a sqlite3 connection or
-    a database path. Only closed minutes (ending at or before ``now``) are replayed. Returns
-    the transitions into ``include_states`` (pending/no-data/inactive are noise in a report),
-    ordered by time.
+    a database path. Only closed minutes (ending at or before ``now``) are replayed, and the
+    blocks that arrived in them. Returns the transitions into ``include_states``
+    (pending/no-data/inactive are noise in a report), ordered by time.
     """
     start = minute_of(now - since_s)
     last_closed = minute_of(now) - 60.0
+    end = last_closed + 60.0
     keep = set(include_states)
     rules = list(rules)
-    # Each metric is read once, reaching back far enough for its longest window.
-    warmups: dict[str, float] = {}
-    for rule in rules:
-        w = float(rule.window_s or 0.0) + WINDOW_GRACE_S if rule.needs_window else 0.0
-        warmups[rule.metric] = max(warmups.get(rule.metric, 0.0), w)
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for metric, warmup in warmups.items():
-        rows = _series(store, metric, start - warmup, last_closed)
-        series[metric] = ([r[0] for r in rows], [r[1] for r in rows])
+    with _opened(store) as src:
+        try:
+            chain = block_history(_connection(src), start, end)
+        except TypeError:
+            chain = None  # a samples-only source (metric_series)
+        on_blocks = [
+            chain is not None and r.metric in BLOCK_METRICS and not r.needs_window for r in rules
+        ]
+        # Each sampled metric is read once, reaching back far enough for its longest window.
+        warmups: dict[str, float] = {}
+        for rule, blocky in zip(rules, on_blocks, strict=True):
+            if blocky:
+                continue
+            w = float(rule.window_s or 0.0) + WINDOW_GRACE_S if rule.needs_window else 0.0
+            warmups[rule.metric] = max(warmups.get(rule.metric, 0.0), w)
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for metric, warmup in warmups.items():
+            rows = _series(src, metric, start - warmup, last_closed)
+            series[metric] = ([r[0] for r in rows], [r[1] for r in rows])
+    arrivals = chain.arrivals if chain is not None else []
     events: list[BacktestEvent] = []
-    for rule in rules:
+    for rule, blocky in zip(rules, on_blocks, strict=True):
+        if blocky:
+            assert chain is not None
+            events.extend(backtest_block_rule(rule, chain.tips, start, end, keep))
+            continue
         times, values = series[rule.metric]
         if rule.needs_window:
             # Only as much warm-up as this rule's window needs: the same samples as live.
@@ -233,7 +462,7 @@ def backtest(
         else:
             lo = bisect.bisect_left(times, start)
         times, values = times[lo:], values[lo:]
-        events.extend(backtest_rule(rule, times, values, start, keep))
+        events.extend(backtest_rule(rule, times, values, start, keep, arrivals))
     events.sort(key=lambda e: (e.at, e.rule))
     return events
 
