@@ -3,7 +3,10 @@ evaluation (windows included), and the one-year speed budget."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,11 @@ from alerts.backtest import backtest, backtest_rule, render_backtest
 from alerts.engine import RuleState, evaluate
 from alerts.rules import Rule
 from alerts.windows import MetricWindow
-from feeds.events import AlertState
+from feeds.events import AlertState, Block
+from feeds.importer import import_blocks_csv
 from feeds.store import Store
 from tests.support_alerts import rule
+from tests.support_cli import run as run_cli
 
 S = AlertState
 T0 = 1_700_000_000 - 1_700_000_000 % 86400  # a UTC midnight
@@ -153,3 +158,231 @@ def test_metric_window_matches_brute_force_with_sub_minute_updates(seed: int) ->
         assert st.first == inside[0][1]
         assert st.full == (inside[0][0] <= cutoff + 120.0)
     assert len(w) <= span / 60 + 2
+
+
+# ----------------------------------------------------------------------------- per block
+BITS = 0x1701F303
+BLOCKS_CSV = Path(__file__).resolve().parent / "data" / "blocks_937440_942199.csv"
+
+
+def _hash(height: int) -> str:
+    return f"{height:064x}"
+
+
+def write_blocks(path: Path, arrivals: list[tuple[int, float]], *, backfill: bool = False) -> None:
+    """Active blocks (height, first_seen) through the store's own write path; a live block's
+    header time is a little before its arrival, a backfilled one's first_seen is its time."""
+    store = Store.open(path)
+    try:
+        store.write_events(
+            Block(
+                height=h,
+                hash=_hash(h),
+                prev_hash=_hash(h - 1),
+                time=int(seen) if backfill else int(seen) - 40,
+                bits=BITS,
+                source="test",
+                received_at=seen,
+                backfill=backfill,
+            )
+            for h, seen in arrivals
+        )
+    finally:
+        store.close()
+
+
+def chain_at(offsets: list[float], height0: int = 100) -> list[tuple[int, float]]:
+    """Consecutive heights arriving at ``T0 + offset``."""
+    return [(height0 + k, T0 + off) for k, off in enumerate(offsets)]
+
+
+def replay(path: Path, rules: list[Rule], until: float) -> list:
+    store = Store.open(path, readonly=True)
+    try:
+        now = until + 120  # the minute holding `until` is closed
+        return backtest(store, rules, since_s=now - T0, now=now)
+    finally:
+        store.close()
+
+
+def brief(events: list) -> list[tuple[str, float, bool]]:
+    return [(str(e.state), round(e.at - T0, 6), e.reminder) for e in events]
+
+
+A = 607.25  # a block arriving between minute samples
+GAP_CASES = [
+    # (id, rule, arrival offsets, expected (state, offset, reminder))
+    (
+        "fires-at-first_seen+5400-resolves-at-next-block",
+        {"above": 5400.0},
+        [7.25, A, A + 7200, A + 7800],
+        [("firing", A + 5400, False), ("resolved", A + 7200, False)],
+    ),
+    ("gap-of-exactly-5400-never-exceeds-it", {"above": 5400.0}, [0.0, 5400.0, 6000.0], []),
+    (
+        "reminders-on-the-second",
+        {"above": 5400.0, "repeat_s": 1800},
+        [7.25, A, A + 9500],
+        [
+            ("firing", A + 5400, False),
+            ("firing", A + 7200, True),
+            ("firing", A + 9000, True),
+            ("resolved", A + 9500, False),
+        ],
+    ),
+    ("hold-not-reached-before-the-block", {"above": 5400.0, "for_s": 600}, [A, A + 5990], []),
+    (
+        "hold-reached-exactly",
+        {"above": 5400.0, "for_s": 600},
+        [A, A + 6100],
+        [("firing", A + 6000, False), ("resolved", A + 6100, False)],
+    ),
+    (
+        "keep-firing-after-the-block",
+        {"above": 5400.0, "keep_firing_for_s": 300},
+        [A, A + 6000, A + 9000],
+        [("firing", A + 5400, False), ("resolved", A + 6300, False)],
+    ),
+    (
+        "hysteresis-on-the-rising-age",
+        {"below": 60.0, "clear": 120.0},
+        [A, A + 100, A + 600],
+        # age 0 at each arrival fires; only back at or above 120 s (not 60) it resolves
+        [
+            ("firing", A, False),
+            ("resolved", A + 220, False),
+            ("firing", A + 600, False),
+            ("resolved", A + 720, False),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kw", "offsets", "want"), [c[1:] for c in GAP_CASES], ids=[c[0] for c in GAP_CASES]
+)
+def test_tip_age_rules_change_state_at_the_exact_instant(
+    tmp_path: Path, kw: dict, offsets: list[float], want: list
+) -> None:
+    db = tmp_path / "hw.db"
+    write_blocks(db, chain_at(offsets))
+    # Minute samples of tip_age_s as a collector stores them (each minute's last value):
+    # present, but the replay reads the blocks, so they cannot shift the instants.
+    write_samples(db, {"tip_age_s": minutes([0.0] * int(offsets[-1] // 60 + 1))})
+    r = rule(name="block-gap", metric="tip_age_s", **kw)
+    events = replay(db, [r], until=T0 + offsets[-1] + 600)
+    assert brief(events) == want
+    for e in events:
+        if e.state is S.FIRING and not e.reminder and "above" in kw:
+            assert e.value == kw["above"] + kw.get("for_s", 0.0)  # the age at that instant
+
+
+def test_block_driven_rules_move_at_the_block_between_minute_samples(tmp_path: Path) -> None:
+    db = tmp_path / "hw.db"
+    write_blocks(db, chain_at([0.0, 90.5, 165.25, 800.0]))  # heights 100..103
+    # Samples every minute for 20 min, tip_height as the collector labels it (minute 60's
+    # sample already holds 101, the minute's last value): the block's instant must win.
+    write_samples(
+        db,
+        {
+            "tip_height": minutes([100.0] + [101.0] + [102.0] * 11 + [103.0] * 7),
+            "hashprice": minutes([45.0] + [38.0] * 19),
+        },
+    )
+    # Orphaned blocks are not history: a higher block seen at 45 s, orphaned since.
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO blocks (hash, height, prev_hash, time, first_seen, bits, work, orphaned)"
+            " VALUES (?, 104, ?, ?, ?, ?, ?, 1)",
+            ("ff" * 32, _hash(103), T0 + 5, T0 + 45.0, BITS, "00" * 32),
+        )
+    conn.close()
+    rules = [
+        rule(name="height", metric="tip_height", above=100.0),
+        rule(name="fresh", metric="tip_age_s", below=30.0),
+        rule(name="header", metric="tip_time", above=T0 + 700.0),
+        # Not block-driven: pending from minute 60, its 90 s hold comes due at 150; the
+        # block at 165.25 is a step inside the sampled minute 120, so it fires there rather
+        # than at minute 180.
+        rule(name="floor", metric="hashprice", below=40.0, for_s=90),
+    ]
+    events = replay(db, rules, until=T0 + 19 * 60)
+    got = [(e.rule, str(e.state), round(e.at - T0, 6), e.value) for e in events]
+    assert got == [
+        ("fresh", "firing", 0.0, 0.0),
+        ("fresh", "resolved", 30.0, 30.0),
+        ("fresh", "firing", 90.5, 0.0),
+        ("height", "firing", 90.5, 101.0),
+        ("fresh", "resolved", 120.5, 30.0),
+        ("floor", "firing", 165.25, 38.0),
+        ("fresh", "firing", 165.25, 0.0),
+        ("fresh", "resolved", 195.25, 30.0),
+        ("fresh", "firing", 800.0, 0.0),
+        ("header", "firing", 800.0, float(T0 + 760)),
+        ("fresh", "resolved", 830.0, 30.0),
+    ]
+
+
+def _csv_tips() -> list[tuple[int, int]]:
+    """(header time, height) each time the tip moved up, straight from the CSV."""
+    with BLOCKS_CSV.open(newline="") as f:
+        rows = sorted((int(r["time"]), int(r["height"])) for r in csv.DictReader(f))
+    tips, top = [], -1
+    for t, h in rows:
+        if h > top:
+            tips.append((t, h))
+            top = h
+    return tips
+
+
+def test_blocks_only_database_from_import_still_backtests(tmp_path: Path) -> None:
+    """`hashwatch import blocks` fills blocks and nothing else: tip rules still replay
+    (first_seen is the header time), from real mainnet headers."""
+    db = tmp_path / "hw.db"
+    store = Store.open(db)
+    try:
+        import_blocks_csv(store, BLOCKS_CSV)
+    finally:
+        store.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM metric_samples").fetchone() == (0,)
+    tips = _csv_tips()
+    hour = rule(name="hour", metric="tip_age_s", above=3600.0)
+    height = rule(name="height", metric="tip_height", above=940_000.0)
+    store = Store.open(db, readonly=True)
+    try:
+        first, last = tips[0][0], tips[-1][0]
+        now = last + 600  # shortly after the last block: its age stays under the hour
+        events = backtest(store, [hour, height], since_s=now - first + 60, now=now)
+    finally:
+        store.close()
+    # Independently: each inter-tip gap over an hour fires 3600 s after its start and
+    # resolves when the next tip arrives; header times are not monotonic, so the tip is
+    # the highest block seen so far.
+    want = []
+    for (t, _), (t2, _) in itertools.pairwise(tips):
+        if t2 - t > 3600:
+            want += [("hour", "firing", t + 3600.0), ("hour", "resolved", float(t2))]
+    cross = next(t for t, h in tips if h > 940_000)
+    want.append(("height", "firing", float(cross)))
+    want.sort(key=lambda w: (w[2], w[0]))
+    assert len(want) == 1 + 2 * 12  # the data's twelve hour-long gaps
+    assert [(e.rule, str(e.state), e.at) for e in events] == want
+
+
+def test_cli_backtests_an_imported_blocks_only_database(tmp_path: Path) -> None:
+    db = tmp_path / "hw.db"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[rules]]\nname = "hour-gap"\nmetric = "tip_age_s"\nseverity = "warning"\nabove = 3600\n'
+    )
+    imp = run_cli(["import", "blocks", BLOCKS_CSV, "--config", cfg, "--db", db], tmp_path)
+    assert imp.code == 0, imp.err
+    r = run_cli(["rules", "backtest", "--since", "3650d", "--config", cfg, "--db", db], tmp_path)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    # twelve gaps fire and resolve; the tip's age since the file's last block (2026-03-25)
+    # has been over an hour ever since: it fires once more and is still firing.
+    assert sum("FIRING" in line and "hour-gap" in line for line in lines) == 13
+    assert sum("RESOLVED" in line and "hour-gap" in line for line in lines) == 12
+    assert "2026-03-25 21:32 UTC  FIRING" in r.out  # 20:32:28 + 1 h
+    assert "nothing was sent" in r.out
