@@ -156,9 +156,12 @@ class HashwatchApp(App[None]):
         # Workers start after the first frame is on screen: nothing below may delay it.
         self.call_after_refresh(self._start_workers)
 
+    def _repaint_interval(self) -> float:
+        return 1.0 / self.refresh_rate
+
     def _start_workers(self) -> None:
         self.run_worker(
-            bridge.pump(self.runtime.bus, self.post_message),
+            bridge.pump(self.runtime.bus, self.post_message, every=self._repaint_interval),
             name="bridge",
             group="bridge",
             exit_on_error=False,
