@@ -241,14 +241,17 @@ class Writer:
             batch.extend(self._sub.get_nowait())
         return batch
 
-    async def _wait_batch(self, sub: Subscription, limit: int, wait_s: float) -> list[Event]:
+    async def _wait_batch(
+        self, sub: Subscription, limit: int, wait_s: float, min_events: int | None = None
+    ) -> list[Event]:
         """``sub.get_batch``; ``close()`` interrupts it with ``sub.wake()``. One await, no
         tasks: a cancellation can only arrive while nothing has been taken off the bus.
 
         With a batch already started, nothing is due before its deadline unless the batch
         fills up: sleep through single price ticks (``min_events``) instead of waking for
         each (most of an idle collector's event-loop wake-ups)."""
-        min_events = limit if self._buf else 1
+        if min_events is None:
+            min_events = limit if self._buf else 1
         return await sub.get_batch(limit=limit, timeout=wait_s, min_events=min_events)
 
     async def run(self, subscription: Subscription) -> None:
@@ -263,22 +266,37 @@ class Writer:
             if self.retention_s is not None:
                 await self._submit(self._maybe_prune, True)
             deadline = 0.0
+            # Set after a flush by deadline (events trickle in steadily): the next batch is
+            # collected until then without a wake-up for its first event. Anything that came
+            # after that flush started has waited at most batch_max_delay_s by then.
+            stream_until: float | None = None
             while not self._stop.is_set():
                 room = self.batch_max_events - len(self._buf)
-                # Idle: nothing to flush, so wake rarely (close() and new events wake us).
-                wait_s = IDLE_WAKE_S if not self._buf else max(0.0, deadline - loop.time())
-                if subscription.pending():
-                    got = subscription.get_nowait(room)  # busy: no waiting, no tasks
+                if stream_until is not None and not self._buf:
+                    wait_s = max(0.0, stream_until - loop.time())
+                    got = await self._wait_batch(subscription, room, wait_s, min_events=room)
+                    stream_until = None  # nothing came: back to waiting for the first event
+                    if got:
+                        self._buf.extend(got)
+                        deadline = loop.time()  # they have waited their time: due now
                 else:
-                    got = await self._wait_batch(subscription, room, wait_s)
-                if got:
-                    if not self._buf:
-                        deadline = loop.time() + self.batch_max_delay_s
-                    self._buf.extend(got)
+                    if subscription.pending():
+                        got = subscription.get_nowait(room)  # busy: no waiting, no tasks
+                    else:
+                        # Idle: nothing to flush, so wake rarely (close() and new events
+                        # wake us).
+                        wait_s = IDLE_WAKE_S if not self._buf else max(0.0, deadline - loop.time())
+                        got = await self._wait_batch(subscription, room, wait_s)
+                    if got:
+                        if not self._buf:
+                            deadline = loop.time() + self.batch_max_delay_s
+                        self._buf.extend(got)
                 ended = subscription.closed and not subscription.pending()
                 if self._buf and (
                     len(self._buf) >= self.batch_max_events or loop.time() >= deadline or ended
                 ):
+                    if len(self._buf) < self.batch_max_events and not ended:
+                        stream_until = loop.time() + self.batch_max_delay_s
                     batches, self._buf = [self._buf], []
                     # Behind by more full batches: hand them over in the same thread call
                     # (each still its own transaction of <= batch_max_events). The run loop

@@ -284,3 +284,39 @@ async def test_close_interrupts_an_idle_run_loop_promptly(path: Path) -> None:
     await asyncio.wait_for(task, 1)
     assert time.monotonic() - started < 0.5
     assert counts(path) == (1, 0)
+
+
+async def test_trickle_is_flushed_within_the_batch_delay(path: Path) -> None:
+    """Events arriving steadily (the writer collects each next batch until its deadline
+    without waking for its first event): none waits much longer than batch_max_delay_s."""
+    delay = 0.03
+    bus = Bus()
+    writer = Writer(path, batch_max_delay_s=delay)
+    published: dict[float, float] = {}
+    latencies: list[float] = []
+    original = Store.write_events
+
+    def spy(self: Store, events):  # type: ignore[no-untyped-def]
+        events = list(events)
+        now = time.monotonic()
+        latencies.extend(now - published[e.time] for e in events if e.time in published)
+        return original(self, events)
+
+    sub = bus.subscribe(name="writer")
+    task = asyncio.create_task(writer.run(sub))
+    await writer.flush()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Store, "write_events", spy)
+        for i in range(60):
+            t = MINUTE + i
+            published[t] = time.monotonic()
+            bus.publish(tick(1.0 + i, t))
+            await asyncio.sleep(0.004)
+        await wait_for(lambda: len(latencies) == 60)
+    sub.close()
+    await asyncio.wait_for(task, 2)
+    await writer.close()
+    assert counts(path) == (60, 0)
+    # Generous slack for a loaded machine; before the flush the events waited ~delay.
+    assert max(latencies) < delay + 0.1, max(latencies)
+    assert writer.batches < 30  # batched, not one write per event
