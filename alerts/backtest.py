@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import sqlite3
@@ -278,6 +279,10 @@ def _replay(
         if tr is not None:
             nxt = min(nxt, i + 1)  # let the state settle (e.g. resolved -> pending)
         deadline = next_deadline(rule, state)
+        if deadline is not None and deadline <= t and state.keep_firing_since is not None:
+            # keep_firing_for ran out while no data holds the incident: it can act only once
+            # data returns (a class change), but a reminder still comes due meanwhile.
+            deadline = next_deadline(rule, dataclasses.replace(state, keep_firing_since=None))
         if deadline is not None:
             if deadline > t:
                 step = timer_step(deadline, i, times[nxt] if nxt < n else math.inf)
@@ -337,9 +342,11 @@ def backtest_rule(
 def _thresholds(rule: Rule) -> list[float]:
     """The values where the rule's class can change (fire and clear thresholds)."""
     if rule.kind == "band":
-        return [float(rule.above), float(rule.below)]  # type: ignore[arg-type]
-    _, fire_at, _, clear_at = rule.comparisons()
-    return sorted({float(fire_at), float(clear_at)})
+        edges = {float(rule.above), float(rule.below)}  # type: ignore[arg-type]
+    else:
+        _, fire_at, _, clear_at = rule.comparisons()
+        edges = {float(fire_at), float(clear_at)}
+    return sorted(edges)  # ascending: the crossings of a rising age come in this order
 
 
 def backtest_block_rule(
@@ -398,7 +405,7 @@ def backtest_block_rule(
     def timer_step(
         deadline: float, i: int, limit: float
     ) -> tuple[int, float, float | None, float | None] | None:
-        if deadline >= limit:
+        if deadline >= limit or deadline >= end:
             return None
         p = bisect.bisect_right(times, deadline, i) - 1
         if not age:

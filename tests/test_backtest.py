@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.backtest import backtest, backtest_rule, render_backtest
+from alerts.backtest import backtest, backtest_block_rule, backtest_rule, render_backtest
 from alerts.engine import RuleState, evaluate
 from alerts.rules import Rule
 from alerts.windows import MetricWindow
@@ -386,3 +386,121 @@ def test_cli_backtests_an_imported_blocks_only_database(tmp_path: Path) -> None:
     assert sum("RESOLVED" in line and "hour-gap" in line for line in lines) == 12
     assert "2026-03-25 21:32 UTC  FIRING" in r.out  # 20:32:28 + 1 h
     assert "nothing was sent" in r.out
+
+
+# ------------------------------------------------- equivalence with naive per-step replays
+def naive_every_second(r: Rule, tips: list[tuple[float, int, int]], start: int, end: int) -> list:
+    """The engine at every whole second with the tip as of that second. With whole-second
+    arrivals, thresholds and durations, ``age + 0.5`` classifies like the age just past the
+    second (what the event-driven replay reads at a crossing)."""
+    state = RuleState()
+    out = []
+    k = -1
+    for t in range(start, end):
+        while k + 1 < len(tips) and tips[k + 1][0] <= t:
+            k += 1
+        if k < 0:
+            continue
+        seen, height, htime = tips[k]
+        if r.metric == "tip_age_s":
+            v, x = float(t - seen), t - seen + 0.5
+        else:
+            v = x = float(height if r.metric == "tip_height" else htime)
+        res = evaluate(r, state, v, None, float(t), measure=x)
+        state = res.state
+        tr = res.transition
+        if tr is not None:
+            out.append((tr.at, str(tr.previous), str(tr.state), tr.reminder))
+    return out
+
+
+BLOCK_RULES = [
+    {"metric": "tip_age_s", "above": 5400.0, "repeat_s": 1800, "keep_firing_for_s": 300},
+    {"metric": "tip_age_s", "above": 3000.0, "clear": 1200.0, "for_s": 600},
+    {"metric": "tip_age_s", "below": 120.0, "clear": 300.0, "for_s": 60, "repeat_s": 100},
+    {"metric": "tip_age_s", "above": 4000.0, "below": 30.0, "for_s": 20},
+    {"metric": "tip_height", "above": 110.0, "keep_firing_for_s": 500, "repeat_s": 900},
+    {"metric": "tip_time", "below": T0 + 20_000.0, "for_s": 45},
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("kw", BLOCK_RULES, ids=[str(sorted(k.items())) for k in BLOCK_RULES])
+def test_block_replay_equals_stepping_every_second(kw: dict, seed: int) -> None:
+    rnd = random.Random(seed)
+    start, end = T0, T0 + 40_000
+    tips: list[tuple[float, int, int]] = [(float(T0 - 700), 100, T0 - 760)]  # held at start
+    t, h = T0 - 700, 100
+    while True:
+        t += rnd.choice((1, 30, 200, 600, 600, 1500, 4000, 6000, 9000))
+        h += 1
+        if t >= end:
+            break
+        tips.append((float(t), h, t - rnd.randint(-300, 900)))  # header times wander
+    r = rule(**kw)
+    fast = [
+        (e.at, str(e.previous), str(e.state), e.reminder)
+        for e in backtest_block_rule(r, tips, start, end)
+    ]
+    assert fast == naive_every_second(r, tips, start, end)
+    assert any(s == "firing" for _, _, s, _ in fast)
+
+
+def naive_minutes_and_blocks(
+    r: Rule, times: list[float], values: list[float], blocks: list[float]
+) -> list:
+    """Every minute sample and every block inside a sampled minute, the block seeing that
+    minute's sample (and the window as of then)."""
+    sampled = set(times)
+    steps = sorted(
+        {(t, 0) for t in times} | {(b, 1) for b in blocks if b - b % 60 in sampled and b > times[0]}
+    )
+    w = MetricWindow(r.window_s or 60.0)
+    state = RuleState()
+    out = []
+    i = -1
+    for t, is_block in steps:
+        if not is_block:
+            i += 1
+            w.push(times[i], values[i])
+        stats = w.stats(t) if r.needs_window else None
+        res = evaluate(r, state, values[i], stats, t)
+        state = res.state
+        tr = res.transition
+        if tr is not None:
+            out.append((tr.at, str(tr.previous), str(tr.state), tr.reminder))
+    return out
+
+
+SAMPLE_RULES_ODD_TIMERS = [
+    {"below": 40.0, "clear": 42.0, "for_s": 90, "keep_firing_for_s": 150, "repeat_s": 450},
+    {"above": 45.0, "below": 35.0, "for_s": 45, "repeat_s": 200},
+    {"drop_pct": 8.0, "window": 1800.0, "clear": 4.0, "repeat_s": 330, "for_s": 100},
+    {"change_pct": -6.0, "window": 3600.0, "keep_firing_for_s": 610, "repeat_s": 270},
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "kw", SAMPLE_RULES_ODD_TIMERS, ids=[str(sorted(k)) for k in SAMPLE_RULES_ODD_TIMERS]
+)
+def test_sample_rules_with_block_steps_equal_stepping_every_step(kw: dict, seed: int) -> None:
+    rnd = random.Random(seed)
+    times, values = [], []
+    t, v = float(T0), 40.0
+    for _ in range(3000):
+        t += 60 * (1 if rnd.random() > 0.02 else rnd.randint(2, 90))  # some gaps
+        v = max(1.0, v + rnd.gauss(0, 0.8))
+        times.append(t)
+        values.append(round(v, 2))
+    blocks, b = [], float(T0)
+    while b < times[-1] + 60:
+        b += round(rnd.expovariate(1 / 240.0), 2)
+        blocks.append(b)
+    r = rule(**kw)
+    fast = [
+        (e.at, str(e.previous), str(e.state), e.reminder)
+        for e in backtest_rule(r, times, values, times[0], blocks=blocks)
+    ]
+    assert fast == naive_minutes_and_blocks(r, times, values, blocks)
+    assert any(at % 60 for at, *_ in fast)  # some timer did come due at a block
