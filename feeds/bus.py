@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from feeds.events import COALESCABLE, Event
+
+_KEY_ATTR = COALESCABLE.get
 
 
 class Subscription:
@@ -159,6 +162,9 @@ class Bus:
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
+        # (subscription, kinds, queue) per subscription: what ``publish`` needs, unpacked
+        # once instead of three attribute lookups per event and subscriber.
+        self._routes: list[tuple[Subscription, tuple[type[Event], ...] | None, Any]] = []
         self._latest: dict[tuple[type[Event], object], Event] = {}
         self.published = 0
 
@@ -172,6 +178,7 @@ class Bus:
     ) -> Subscription:
         sub = Subscription(self, tuple(kinds) if kinds is not None else None, maxsize, name)
         self._subs.append(sub)
+        self._routes.append((sub, sub.kinds, sub._queue))
         if replay_latest:
             for event in self._latest.values():
                 if sub.wants(event):
@@ -181,19 +188,19 @@ class Bus:
     def _unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+            self._routes = [r for r in self._routes if r[0] is not sub]
 
     def publish(self, event: Event) -> None:
         self.published += 1
         cls = type(event)
-        key_attr = COALESCABLE.get(cls)
+        key_attr = _KEY_ATTR(cls)
         if key_attr is not None:
-            self._latest[(cls, getattr(event, key_attr))] = event
-        for sub in self._subs:
-            kinds = sub.kinds  # ``sub.wants`` inlined: this runs for every event
+            self._latest[cls, getattr(event, key_attr)] = event
+        for sub, kinds, queue in self._routes:
+            # ``sub.wants`` and ``sub._put``'s common case inlined: this runs for every event
             if kinds is None or isinstance(event, kinds):
-                queue = sub._queue
                 if len(queue) < sub.maxsize and not sub._waiting:
-                    queue.append(event)  # ``_put``'s common case, without the call
+                    queue.append(event)
                 else:
                     sub._put(event)
 

@@ -300,11 +300,18 @@ class _Runner:
         # per-connection bookkeeping (monotonic loop time)
         self.last_frame_mono = 0.0
         self.last_data_mono = 0.0
-        self.session_events = 0
+        #: ``stats.events`` when the current connection opened (events of this session: the
+        #: difference; one counter less to bump per frame)
+        self.session_started_events = 0
         self.offsets: deque[float] = deque(maxlen=CLOCK_SAMPLES)
         self._bad_logged_at = -math.inf
         self._bad_suppressed = 0
         self._post_delays: Iterator[float] | None = None
+
+    @property
+    def session_events(self) -> int:
+        """Events published on the current (or last) connection."""
+        return self.stats.events - self.session_started_events
 
     # -- status --
 
@@ -395,7 +402,7 @@ class _Runner:
         loop = asyncio.get_running_loop()
         self.stats.connects += 1
         self.last_frame_mono = self.last_data_mono = loop.time()
-        self.session_events = 0
+        self.session_started_events = self.stats.events
         self._set(FeedState.CONNECTING)
         end: list[str] = []
         watchdog = asyncio.create_task(self._watchdog(ws, end), name=f"{self.adapter.name}-wd")
@@ -466,9 +473,7 @@ class _Runner:
                 continue
             if events:
                 self.last_data_mono = now
-                n = len(events)
-                self.session_events += n
-                stats.events += n
+                stats.events += len(events)
                 for event in events:
                     publish(event)
                 if now >= next_offset_at:
