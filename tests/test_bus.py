@@ -122,3 +122,30 @@ async def test_cancelled_wait_takes_nothing_off_the_bus() -> None:
         assert sub.pending() == 1  # still there for the next read
     else:
         assert sub.pending() == 0
+
+
+def test_fast_price_tick_keeps_frozen_dataclass_semantics() -> None:
+    # PriceTick fills its slots directly on the hot path; it must still be a frozen dataclass.
+    import copy
+    import dataclasses
+    import pickle
+
+    import pytest
+
+    a = PriceTick("coinbase", 70_000.5, 1.0, 2.0)
+    b = PriceTick(source="coinbase", price_usd=70_000.5, time=1.0, received_at=2.0)
+    assert a == b and hash(a) == hash(b)
+    assert repr(a) == repr(b) and "70000.5" in repr(a)
+    assert a.to_dict() == {
+        "source": "coinbase",
+        "price_usd": 70_000.5,
+        "time": 1.0,
+        "received_at": 2.0,
+        "kind": "price",
+    }
+    assert dataclasses.replace(a, price_usd=1.0).price_usd == 1.0
+    assert pickle.loads(pickle.dumps(a)) == a == copy.deepcopy(a)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.price_usd = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        PriceTick("coinbase", 1.0, 1.0)  # type: ignore[call-arg]
