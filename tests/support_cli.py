@@ -259,12 +259,13 @@ async def start_collector(
     config_text: str,
     env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
+    mode: int = 0o600,
 ) -> Collector:
-    """``hashwatch run --headless`` with this config (mode 600) and a fresh database;
-    stderr goes to a file (a pipe nobody reads could block the collector)."""
+    """``hashwatch run --headless`` with this config (file mode ``mode``) and a fresh
+    database; stderr goes to a file (a pipe nobody reads could block the collector)."""
     cfg = tmp_path / "config.toml"
     cfg.write_text(config_text)
-    cfg.chmod(0o600)
+    cfg.chmod(mode)
     db = tmp_path / "collector.db"
     err = tmp_path / "stderr.log"
     with err.open("wb") as err_file:

@@ -39,6 +39,8 @@ from support_cli import (
 )
 from support_receivers import HttpReceiver, SmtpReceiver, free_port
 
+from feeds.settings import SOURCE_NAMES
+
 SLACK_TOKEN = "xSlackTok3nSecretQ7zW"
 SMTP_PASSWORD = "PwSmtpS3cretK9xV"
 JSON_TOKEN = "TokJs0nSecretR4mB"
@@ -217,33 +219,15 @@ def test_env_secret_in_readable_config_does_not_warn(tmp_path: Path) -> None:
 
 async def test_collector_warns_on_readable_secret_config(tmp_path: Path) -> None:
     """``run --headless`` warns at start-up too (then is stopped at once)."""
-    cfg = _secret_config(tmp_path, 0o640)
-    cfg.write_text(
-        cfg.read_text() + "\n[feeds.mempool]\nenabled = false\n[feeds.coinbase]\nenabled = false\n"
-        "[feeds.kraken]\nenabled = false\n[feeds.bitstamp]\nenabled = false\n"
-    )
-    cfg.chmod(0o640)
-    err = tmp_path / "err.log"
-    with err.open("wb") as f:
-        proc = await asyncio.create_subprocess_exec(
-            str(HASHWATCH),
-            "run",
-            "--headless",
-            "--config",
-            str(cfg),
-            "--db",
-            str(tmp_path / "w.db"),
-            cwd=tmp_path,
-            env=cli_env(tmp_path, secret_env(free_port())),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=f,
-        )
+    text = _secret_config(tmp_path, 0o640).read_text()
+    feeds_off = "".join(f"\n[feeds.{n}]\nenabled = false\n" for n in SOURCE_NAMES)
+    c = await start_collector(tmp_path, text + feeds_off, secret_env(free_port()), mode=0o640)
     try:
-        await wait_for(lambda: "readable by group/others" in err.read_text(), 15.0, "warning")
+        await wait_for(lambda: "readable by group/others" in c.stderr, 15.0, "warning")
     finally:
-        code = await stop(proc)
+        code = await stop(c.proc)
     assert code == 0
-    assert CLEAR_SECRET not in err.read_text()
+    assert CLEAR_SECRET not in c.stderr
 
 
 # ------------------------------------------------------------------ listening sockets
