@@ -57,6 +57,8 @@ def fmt_value(metric: str | None, value: float | None) -> str:
         return f"{value / 1e12:,.2f} T"
     if metric in ("retarget_eta", "tip_time"):
         return fmt_time(value)
+    if metric == "difficulty_projected_band_pct":
+        return f"±{value:.1f} pp"  # an uncertainty, not a signed change
     if metric is None:
         return f"{value:,.4g}"
     return fmt_metric(metric, value)

@@ -146,40 +146,11 @@ def build_status(config: Any, db_path: Path, *, now: float | None = None) -> dic
     }
 
 
-_UNITS = {
-    "price_usd": ("${:,.0f}", 1),
-    "price_age_s": ("{:.0f} s", 1),
-    "tip_age_s": ("{:.0f} s", 1),
-    "difficulty": ("{:.2f} T", 1e-12),
-    "hashvalue": ("{:,.0f} sats/PH/day", 1),
-    "hashprice": ("${:.2f}/PH/day", 1),
-    "hashcost_energy": ("${:.2f}/PH/day", 1),
-    "hashcost": ("${:.2f}/PH/day", 1),
-    "hashprice_net": ("${:.2f}/PH/day", 1),
-    "margin": ("${:.2f}/PH/day", 1),
-    "breakeven_power_usd_per_kwh": ("${:.4f}/kWh", 1),
-    "production_cost_usd": ("${:,.0f}/BTC", 1),
-    "network_production_cost_usd": ("${:,.0f}/BTC", 1),
-    "subsidy_sats": ("{:,.0f} sats", 1),
-    "fees_avg_144": ("{:,.0f} sats", 1),
-    "retarget_eta": ("{}", None),
-    "tip_time": ("{}", None),
-    "block_gap_probability": ("{:.3g}", 1),
-    "hash_ribbon_30_60": ("{:.4f}", 1),
-}
-
-
 def _fmt(name: str, value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if name.startswith("hashrate_"):
-        return f"{value / 1e18:,.1f} EH/s"
-    if name.endswith("_pct"):
-        return f"{value:+.2f}%"
-    fmt, scale = _UNITS.get(name, ("{:g}", 1))
-    if scale is None:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
-    return fmt.format(value * scale)
+    # One formatter for every place that shows a metric (messages, status): units by name.
+    from alerts.messages import fmt_value
+
+    return fmt_value(name, value)
 
 
 def render_status(status: dict[str, Any]) -> str:
